@@ -1,0 +1,254 @@
+"""The command line. Thin on purpose: parse arguments, call the engine (or the server), print,
+and map errors to exit codes. A user never sees a traceback.
+
+Exit codes: 0 success; 1 the flow file is invalid; 2 bad usage or bad input; 3 a run failed;
+4 a service failed to set up or start; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, TemplateError
+
+DEFAULT_FLOW = "flows/local_chat.yml"
+
+EXIT_OK, EXIT_FLOW, EXIT_USAGE, EXIT_RUN, EXIT_SERVICE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except FlowError as exc:
+        _error(str(exc))
+        return EXIT_FLOW
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except ServiceError as exc:
+        _error(str(exc))
+        return EXIT_SERVICE
+    except FlowctlError as exc:
+        _error(str(exc))
+        return EXIT_RUN
+
+
+def _error(message: str) -> None:
+    lines = message.strip().splitlines() or ["unknown error"]
+    print(f"flowctl: error: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowctl", description="Run YAML flows that set up, start and stream from model servers.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"flowctl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start the services and serve the API and web UI; hot-reload on edits")
+    up.add_argument("flow", nargs="?", default=DEFAULT_FLOW, help=f"flow file (default: {DEFAULT_FLOW})")
+    up.add_argument("--host", help="API bind address (default: the flow's, else 127.0.0.1)")
+    up.add_argument("--port", type=int, help="API port (default: the flow's, else 8080)")
+    up.add_argument("--ui-port", type=int, help="web UI port (default: the flow's, else 8081; 0 turns it off)")
+    up.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without FLOWCTL_API_KEY")
+    up.add_argument("--no-reload", action="store_true", help="do not watch the flow file")
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background (pid file beside the flow)")
+    up.set_defaults(handler=_cmd_up)
+
+    down = commands.add_parser("down", help="stop a detached `flowctl up`")
+    down.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to stop")
+    down.set_defaults(handler=_cmd_down)
+
+    run = commands.add_parser("run", help="run a workflow once and print its streamed output")
+    run.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    run.add_argument("--input", dest="input_json", help="input as JSON, or @file.json")
+    run.add_argument("-i", dest="pairs", action="append", default=[], metavar="KEY=VALUE", help="one input value (repeatable)")
+    run.add_argument("-w", "--workflow", help="workflow id (default: the flow's default workflow)")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = commands.add_parser("validate", help="parse, validate and compile a flow without running it")
+    validate.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    validate.set_defaults(handler=_cmd_validate)
+
+    graph = commands.add_parser("graph", help="print the compiled graph (mermaid by default)")
+    graph.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    graph.add_argument("--format", choices=["mermaid", "json", "dot"], default="mermaid")
+    graph.add_argument("-w", "--workflow", help="only this workflow's nodes")
+    graph.set_defaults(handler=_cmd_graph)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of the native flow format")
+    schema.set_defaults(handler=_cmd_schema)
+
+    logs = commands.add_parser("logs", help="print a managed process's log")
+    logs.add_argument("node", help="node id")
+    logs.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    logs.add_argument("-n", "--lines", type=int, default=100, help="last N lines (0: all)")
+    logs.set_defaults(handler=_cmd_logs)
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .engine.flow import load_flow
+
+    flow = load_flow(args.flow)
+    workflows = ", ".join(flow.workflows)
+    print(f"{args.flow}: ok ({len(flow.nodes)} nodes, workflows: {workflows})")
+    return EXIT_OK
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from .engine.export import FORMATS
+    from .engine.flow import load_flow
+
+    flow = load_flow(args.flow)
+    workflow = None
+    if args.workflow:
+        workflow = flow.workflow(args.workflow)
+        if workflow is None:
+            raise InputError("workflow", f"no workflow '{args.workflow}'", hint="workflows: " + ", ".join(flow.workflows))
+    sys.stdout.write(FORMATS[args.format](flow, workflow))
+    return EXIT_OK
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from .engine.spec import FlowSpec
+
+    schema = FlowSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "flowctl flow"
+    print(json.dumps(schema, indent=2))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .engine.flow import load_flow
+
+    flow = load_flow(args.flow)
+    workflow = flow.workflow(args.workflow)
+    if workflow is None:
+        raise InputError("workflow", f"no workflow '{args.workflow}'", hint="workflows: " + ", ".join(flow.workflows) or "none")
+    given = _parse_inputs(args.input_json, args.pairs)
+    from .engine.templating import validate_inputs
+
+    inputs = validate_inputs(workflow.inputs, given)
+    return asyncio.run(_run(flow, workflow, inputs))
+
+
+async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
+    from .engine.paths import state_dir_for
+    from .engine.scheduler import chunk_text, new_http_client, run_workflow
+    from .engine.supervisor import Supervisor
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    supervisor = Supervisor(state_dir_for(flow.file))
+    out = sys.stdout
+    wrote_any = False
+    try:
+        await supervisor.start(flow, workflow.services)
+        async with new_http_client() as http:
+            chunks = run_workflow(flow, workflow, inputs, run_id=uuid.uuid4().hex[:12], http=http, service_outputs=supervisor.outputs)
+            try:
+                async for chunk in chunks:
+                    text = chunk_text(chunk)
+                    out.write(text)
+                    out.flush()
+                    wrote_any = True
+            finally:
+                await chunks.aclose()
+        if wrote_any:
+            out.write("\n")
+            out.flush()
+        return EXIT_OK
+    except asyncio.CancelledError:
+        return EXIT_INTERRUPTED
+    except RunError as exc:
+        if wrote_any:
+            out.write("\n")
+        _error(_with_service_state(str(exc), supervisor))
+        return EXIT_RUN
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await asyncio.shield(supervisor.stop())
+
+
+def _with_service_state(message: str, supervisor: Any) -> str:
+    down = supervisor.not_ready()
+    if not down:
+        return message
+    states = "; ".join(f"service '{node}' {reason}" for node, reason in down.items())
+    return f"{message} ({states})"
+
+
+def _parse_inputs(input_json: str | None, pairs: list[str]) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    if input_json:
+        text = input_json
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InputError("--input", f"cannot read {text[1:]}: {exc.strerror}") from None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError("--input", f"not valid JSON ({exc.msg} at column {exc.colno})", hint='e.g. --input \'{"prompt": "Hello"}\'') from None
+        if not isinstance(value, dict):
+            raise InputError("--input", "must be a JSON object of input names to values")
+        given.update(value)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(pair, "expected KEY=VALUE")
+        given[key] = value
+    return given
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from .server.serve import up
+
+    return up(args)
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from .server.serve import down
+
+    return down(args)
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from .engine.paths import state_dir_for
+
+    log = state_dir_for(args.flow) / "logs" / f"{args.node}.log"
+    if not log.is_file():
+        raise InputError("node", f"no log for '{args.node}' at {log}", hint="the node must be a process-start node that has run")
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    if args.lines:
+        lines = lines[-args.lines :]
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
+__all__ = ["main", "TemplateError"]

@@ -1,0 +1,114 @@
+"""The compiled flow: an immutable networkx DiGraph of typed nodes plus its workflows.
+
+A reload builds a new `CompiledFlow` and swaps a reference; runs keep the one they started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import networkx as nx
+
+from ..nodes.base import NodeKind, NodeSpecBase
+from .spec import FlowSpec, OpenAISpec, ServerSpec
+from .templating import CompiledValue, InferredInput, json_schema_for_inputs
+
+
+@dataclass(frozen=True)
+class CompiledNode:
+    id: str
+    spec: NodeSpecBase
+    #: the node's template fields, parsed
+    fields: Mapping[str, CompiledValue]
+    #: upstream node ids: `needs:` plus every `${nodes.<id>...}` reference
+    upstream: tuple[str, ...]
+    #: upstream nodes whose output this node reads as a stream (`as stream/...`)
+    stream_inputs: frozenset[str] = frozenset()
+
+    @property
+    def kind(self) -> NodeKind:
+        return self.spec.kind
+
+    @property
+    def is_service(self) -> bool:
+        return self.spec.kind is NodeKind.SERVICE
+
+
+@dataclass(frozen=True)
+class CompiledWorkflow:
+    id: str
+    title: str | None
+    description: str | None
+    output_node: str
+    #: per-run nodes, in dependency order, ending with `output_node`
+    run_nodes: tuple[str, ...]
+    #: service nodes the run needs, in start order
+    services: tuple[str, ...]
+    inputs: Mapping[str, InferredInput]
+    #: "stream/text", "stream/json" or "value"
+    output_type: str
+    #: nodes read as a stream by exactly one consumer (opened lazily, never collected)
+    streamed_nodes: frozenset[str]
+    openai: OpenAISpec | None = None
+    openai_inputs: Mapping[str, CompiledValue] = field(default_factory=dict)
+    max_concurrency: int | None = None
+    default: bool = False
+
+    @property
+    def streams(self) -> bool:
+        return self.output_type.startswith("stream/")
+
+    @cached_property
+    def input_schema(self) -> dict[str, Any]:
+        return json_schema_for_inputs(self.inputs)
+
+
+@dataclass(frozen=True)
+class CompiledFlow:
+    file: str
+    form: str
+    spec: FlowSpec
+    graph: nx.DiGraph
+    nodes: Mapping[str, CompiledNode]
+    workflows: Mapping[str, CompiledWorkflow]
+    #: every service node, in start order
+    services: tuple[str, ...]
+
+    @property
+    def server(self) -> ServerSpec:
+        return self.spec.server
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or "flow"
+
+    @property
+    def default_workflow(self) -> CompiledWorkflow:
+        for workflow in self.workflows.values():
+            if workflow.default:
+                return workflow
+        return next(iter(self.workflows.values()))
+
+    def workflow(self, workflow_id: str | None) -> CompiledWorkflow | None:
+        if workflow_id is None:
+            return self.default_workflow if self.workflows else None
+        return self.workflows.get(workflow_id)
+
+    @cached_property
+    def service_fingerprints(self) -> dict[str, str]:
+        """A digest per service of its own spec and everything upstream of it: a reload restarts
+        a service exactly when this changes."""
+        prints: dict[str, str] = {}
+        for node_id in self.services:
+            node = self.nodes[node_id]
+            material = {
+                "spec": node.spec.model_dump(mode="json"),
+                "upstream": [prints.get(up, up) for up in node.upstream],
+            }
+            prints[node_id] = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+        return prints

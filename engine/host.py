@@ -1,0 +1,289 @@
+"""FlowHost: one served flow. It holds the current compiled graph (swapped whole on reload),
+the supervisor of its services, the shared HTTP pool, and the runs in flight.
+
+The server, the CLI's `up`, hot reload, the OpenAI facade and metrics all go through it;
+none of them keep engine state of their own.
+
+    host = FlowHost(load_flow("flows/local_chat.yml"))
+    await host.start()
+    run = host.prepare(None, {"prompt": "Hi"})   # validates; raises InputError / ServiceError / Busy
+    async for chunk in host.stream(run):
+        print(chunk, end="")
+    await host.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..nodes.base import ServiceState, ServiceStatus
+from .errors import FlowctlError, FlowError, RunError, ServiceError
+from .graph import CompiledFlow, CompiledWorkflow
+from .paths import state_dir_for
+from .runs import RunRecord, RunStatus
+from .scheduler import new_http_client, run_workflow
+from .supervisor import Supervisor
+from .templating import validate_inputs
+
+
+class WorkflowNotFound(FlowctlError):
+    def __init__(self, workflow_id: str, known: list[str]) -> None:
+        super().__init__(f"no workflow '{workflow_id}'", hint="workflows: " + (", ".join(known) or "none"))
+        self.workflow_id = workflow_id
+
+
+class Busy(FlowctlError):
+    """Too many runs of a workflow are waiting already (HTTP 429)."""
+
+
+class ShuttingDown(FlowctlError):
+    """The host is stopping and takes no new runs (HTTP 503)."""
+
+
+@dataclass
+class PreparedRun:
+    """A validated request for a run, bound to the graph that was current when it came in."""
+
+    record: RunRecord
+    flow: CompiledFlow
+    workflow: CompiledWorkflow
+    inputs: dict[str, Any]
+
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class FlowHost:
+    def __init__(self, flow: CompiledFlow, *, state_dir: Path | None = None, log: Callable[[str], None] | None = None, keep_runs: int = 1000) -> None:
+        self.flow = flow
+        self.state_dir = state_dir or state_dir_for(flow.file)
+        self._log = log
+        self.supervisor = Supervisor(self.state_dir, on_change=self._service_changed, **({"log": log} if log else {}))
+        self.http = new_http_client()
+        self.runs: OrderedDict[str, RunRecord] = OrderedDict()
+        self._keep_runs = keep_runs
+        self._active: dict[str, RunRecord] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._waiting: dict[str, int] = {}
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: the last reload that failed, shown on /ready and in the UI until a good one lands
+        self.reload_error: FlowError | None = None
+        self.reloads: dict[str, int] = {"ok": 0, "error": 0}
+        #: callbacks for events: ("run.started"|"run.chunk"|"run.finished"|"service"|"reload", data)
+        self.listeners: list[Listener] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.supervisor.start(self.flow)
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Take no new runs, let runs in flight finish for `drain_timeout` seconds, fail the
+        rest, stop the services, close the pool."""
+        self._closing = True
+        drain = self.flow.server.drain_timeout if drain_timeout is None else drain_timeout
+        try:
+            if self._active:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), timeout=drain)
+            for record in list(self._active.values()):
+                record.interrupt(RunStatus.FAILED, "flowctl is shutting down")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=5.0)
+        finally:
+            await asyncio.shield(self.supervisor.stop())
+            await self.http.aclose()
+
+    async def reload(self, flow: CompiledFlow) -> list[str]:
+        """Swap in a new graph. Runs in flight keep the one they started with; services are
+        restarted only where their own spec (or an upstream one) changed."""
+        self.flow = flow
+        self.reload_error = None
+        self._slots.clear()  # limits may have changed; runs in flight hold their own semaphore
+        restarted = await self.supervisor.reconcile(flow)
+        self.reloads["ok"] += 1
+        self._emit("reload", {"result": "ok", "restarted": restarted})
+        return restarted
+
+    def reload_failed(self, error: FlowError) -> None:
+        self.reload_error = error
+        self.reloads["error"] += 1
+        self._emit("reload", {"result": "error", "error": str(error)})
+
+    # -- state -------------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, Any]:
+        """What /ready answers: `ready` is true only when every service node is up."""
+        statuses = self.supervisor.statuses()
+        down = self.supervisor.not_ready(self.flow.services)
+        services = {
+            node_id: _status_dict(statuses.get(node_id))
+            for node_id in self.flow.services
+        }
+        result: dict[str, Any] = {"ready": not down and not self._closing, "services": services}
+        if down:
+            result["not_ready"] = down
+        if self._closing:
+            result["not_ready"] = {**down, "flowctl": "shutting down"}
+        if self.reload_error is not None:
+            result["reload_error"] = str(self.reload_error)
+        return result
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def prepare(self, workflow_id: str | None, raw_inputs: Mapping[str, Any]) -> PreparedRun:
+        """Check a run request before anything runs: the workflow exists, the inputs cast,
+        the services it needs are up. Raises WorkflowNotFound, InputError, ServiceError."""
+        if self._closing:
+            raise ShuttingDown("flowctl is shutting down")
+        flow = self.flow
+        workflow = flow.workflow(workflow_id)
+        if workflow is None:
+            raise WorkflowNotFound(workflow_id or "(default)", list(flow.workflows))
+        inputs = validate_inputs(workflow.inputs, raw_inputs)
+        down = self.supervisor.not_ready(workflow.services)
+        if down:
+            node, reason = next(iter(down.items()))
+            raise ServiceError(node, f"not ready: {reason}")
+        record = RunRecord(id=uuid.uuid4().hex[:16], workflow=workflow.id, services=workflow.services)
+        self._remember(record)
+        return PreparedRun(record=record, flow=flow, workflow=workflow, inputs=inputs)
+
+    async def stream(self, run: PreparedRun) -> AsyncIterator[Any]:
+        """Run it, yielding output chunks. Waits for a concurrency slot first (Busy when the
+        queue is full). Ends normally when cancelled (status `cancelled`); raises RunError when
+        a node fails or a service it needs goes down."""
+        record, workflow = run.record, run.workflow
+        record._task = asyncio.current_task()
+        slots = self._slot(workflow)
+        acquired = False
+        try:
+            await self._acquire(workflow, slots)
+            acquired = True
+            record.status = RunStatus.RUNNING
+            record.started_mono = time.monotonic()
+            self._active[record.id] = record
+            self._idle.clear()
+            self._emit("run.started", {"run": record})
+            chunks = run_workflow(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs)
+            try:
+                async for chunk in chunks:
+                    if record.chunks == 0:
+                        record.first_chunk_mono = time.monotonic()
+                    record.chunks += 1
+                    yield chunk
+            finally:
+                await chunks.aclose()
+            record.status = RunStatus.SUCCEEDED
+        except asyncio.CancelledError:
+            stop = record._stop_reason
+            if stop is None:
+                record.status = RunStatus.CANCELLED
+                record.error = "the client went away"
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            record.status, record.error = stop
+            if record.status is RunStatus.FAILED:
+                raise RunError(workflow.output_node, record.error or "stopped") from None
+        except RunError as exc:
+            record.status = RunStatus.FAILED
+            record.error = self._explain(exc, record)
+            if record.error != str(exc):
+                raise RunError(exc.node, record.error.removeprefix(f"node '{exc.node}': ")) from None
+            raise
+        except FlowctlError as exc:
+            record.status = RunStatus.FAILED
+            record.error = str(exc)
+            raise
+        finally:
+            if acquired:
+                slots.release()
+            record._task = None
+            if not record.status.finished:
+                record.status = RunStatus.CANCELLED
+            record.finished_mono = time.monotonic()
+            self._active.pop(record.id, None)
+            if not self._active:
+                self._idle.set()
+            self._emit("run.finished", {"run": record})
+
+    def cancel(self, run_id: str) -> RunRecord | None:
+        record = self.runs.get(run_id)
+        if record is not None:
+            record.interrupt(RunStatus.CANCELLED, "cancelled")
+        return record
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _slot(self, workflow: CompiledWorkflow) -> asyncio.Semaphore:
+        slots = self._slots.get(workflow.id)
+        if slots is None:
+            limit = workflow.max_concurrency or self.flow.server.max_concurrency
+            slots = self._slots[workflow.id] = asyncio.Semaphore(limit)
+        return slots
+
+    async def _acquire(self, workflow: CompiledWorkflow, slots: asyncio.Semaphore) -> None:
+        if not slots.locked():
+            await slots.acquire()
+            return
+        waiting = self._waiting.get(workflow.id, 0)
+        if waiting >= self.flow.server.max_queue:
+            raise Busy(f"workflow '{workflow.id}' has {waiting} runs waiting already", hint="retry later")
+        self._waiting[workflow.id] = waiting + 1
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting[workflow.id] -= 1
+
+    def would_queue_overflow(self, workflow: CompiledWorkflow) -> bool:
+        slots = self._slot(workflow)
+        return slots.locked() and self._waiting.get(workflow.id, 0) >= self.flow.server.max_queue
+
+    def _explain(self, exc: RunError, record: RunRecord) -> str:
+        down = self.supervisor.not_ready(record.services)
+        if not down:
+            return str(exc)
+        states = "; ".join(f"service '{node}' {reason}" for node, reason in down.items())
+        return f"{exc} ({states})"
+
+    def _remember(self, record: RunRecord) -> None:
+        self.runs[record.id] = record
+        while len(self.runs) > self._keep_runs:
+            oldest, old = next(iter(self.runs.items()))
+            if not old.status.finished:
+                break
+            self.runs.pop(oldest)
+
+    def _service_changed(self, node_id: str, status: ServiceStatus) -> None:
+        if status.state in (ServiceState.FAILED, ServiceState.RESTARTING):
+            for record in list(self._active.values()):
+                if node_id in record.services:
+                    record.interrupt(RunStatus.FAILED, f"service '{node_id}' went down: {status.reason}")
+        self._emit("service", {"node": node_id, "status": status})
+
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                listener(event, data)
+
+
+def _status_dict(status: ServiceStatus | None) -> dict[str, Any]:
+    if status is None:
+        return {"state": "pending", "reason": "not started"}
+    return {"state": status.state.value, "reason": status.reason, "pid": status.pid, "restarts": status.restarts, "last_log": status.last_log}
