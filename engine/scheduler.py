@@ -79,7 +79,7 @@ def _start_node(flow: CompiledFlow, node_id: str, run_id: str, http: httpx.Async
             return getattr(node.spec, field)
         return compiled.render(scope)
 
-    ctx = RunContext(node_id=node_id, run_id=run_id, resolve=resolve, http=http)
+    ctx = RunContext(node_id=node_id, run_id=run_id, resolve=resolve, http=http, fields=node.fields, scope=scope)
     return _guarded(node_id, create_node(node.spec).run(ctx))
 
 

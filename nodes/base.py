@@ -107,8 +107,10 @@ class RunContext:
     #: resolves one of the node's template fields; `extra` adds sources (e.g. `response[]`)
     resolve: Any
     http: httpx.AsyncClient
-    #: outputs of the node's upstream nodes that are consumed as streams
-    streams: dict[str, AsyncIterator[Any]] = field(default_factory=dict)
+    #: the node's parsed template fields and the scope they render against, for nodes that
+    #: render one field per chunk and want the fast path (`Template.render_or`)
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    scope: dict[str, Any] = field(default_factory=dict)
 
 
 class RunNode(Protocol):

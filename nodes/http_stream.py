@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -93,6 +93,7 @@ class HttpStreamNode:
             lines = response.aiter_lines()
             chunks = iter_sse_data(lines) if "text/event-stream" in content_type else _non_empty(lines)
             want_json = spec.stream_format == "json"
+            extract = self._extractor(ctx)
             first = True
             while True:
                 try:
@@ -113,7 +114,7 @@ class HttpStreamNode:
                         raise UpstreamError(ctx.node_id, f"{url}: a stream chunk is not JSON: {data[:120]!r}") from None
                 else:
                     chunk = data
-                value = self._extract(ctx, chunk)
+                value = extract(chunk)
                 if value is not _NOTHING:
                     yield value
         except httpx.HTTPError as exc:
@@ -121,16 +122,32 @@ class HttpStreamNode:
         finally:
             await response.aclose()
 
-    def _extract(self, ctx: RunContext, chunk: Any) -> Any:
+    def _extractor(self, ctx: RunContext) -> Callable[[Any], Any]:
+        """Per chunk: the `output:` value, or `_NOTHING` for a chunk that does not carry it
+        (vLLM's role and finish chunks) or carries an empty one. Runs once per token."""
         if self.spec.output is None:
-            return chunk
-        try:
-            value = ctx.resolve("output", {"response[]": chunk, "response": chunk})
-        except MissingValueError:
-            return _NOTHING
-        if value is None or value == "":
-            return _NOTHING
-        return value
+            return lambda chunk: chunk
+        compiled = ctx.fields["output"]
+        templates = compiled.templates
+        scope = ctx.scope
+        if isinstance(compiled.source, str) and len(templates) == 1:
+            template = templates[0][1]
+
+            def fast(chunk: Any) -> Any:
+                scope["response[]"] = chunk
+                value = template.render_or(scope, _NOTHING)
+                return _NOTHING if value is None or value == "" else value
+
+            return fast
+
+        def general(chunk: Any) -> Any:
+            try:
+                value = ctx.resolve("output", {"response[]": chunk, "response": chunk})
+            except MissingValueError:
+                return _NOTHING
+            return _NOTHING if value is None or value == "" else value
+
+        return general
 
     async def _whole(self, ctx: RunContext, response: httpx.Response) -> AsyncIterator[Any]:
         async with asyncio.timeout(self.spec.timeout.idle):

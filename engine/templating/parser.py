@@ -1,0 +1,206 @@
+"""Parse the tokens of a template string into its parts (`Text` and `Expr`).
+
+Grammar, inside `${` ... `}`:
+
+    expr    = source path? ("as" type)? ("|" default)?
+    source  = "input" | "env" | "nodes" | "response" | "response[]" | "run" | "request"
+    path    = ("." NAME | "[" INT "]" | "[" STRING "]")*      no spaces between steps
+    type    = NAME ("/" NAME)?
+
+Every error is a `TemplateError` carrying the whole string and the 0-based offset of
+the problem, with a did-you-mean hint where a name is close to a known one.
+
+    >>> parse_parts("${input.x as nubmer}")
+    Traceback (most recent call last):
+    ...
+    flowctl.engine.errors.TemplateError: unknown type 'nubmer' (did you mean 'number'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import TemplateError
+from .ast import NO_DEFAULT, SOURCES, TYPE_ALIASES, TYPES, Expr, Part, Reference, Text, normalise_type
+from .lexer import Token, tokenize
+from .scalar import load_flow, resolve_plain
+
+_PLAIN_SOURCES = tuple(s for s in SOURCES if s != "response[]")
+
+
+def parse_parts(text: str) -> tuple[Part, ...]:
+    """The parts of `text`, in order; adjacent literal text is one `Text`."""
+    return _Parser(text).parse()
+
+
+def did_you_mean(word: str, choices: Iterable[str], aliases: dict[str, str] | None = None) -> str | None:
+    """A hint naming the closest choice to `word`, or None when nothing is close."""
+    if aliases and word in aliases:
+        return f"did you mean '{aliases[word]}'?"
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not match and word.lower() != word:
+        match = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else None
+
+
+def _describe(token: Token) -> str:
+    if token.kind == "END":
+        return "the end of the text"
+    if token.kind == "STRING":
+        return f"the string {token.quote}{token.value}{token.quote}"
+    return f"'{token.value}'"
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = tokenize(text)
+        self.tok: Token = next(self.tokens)
+        self.ahead: Token | None = None
+
+    # -- token plumbing ---------------------------------------------------------------
+
+    def advance(self) -> Token:
+        token = self.tok
+        if self.ahead is not None:
+            self.tok, self.ahead = self.ahead, None
+        else:
+            self.tok = next(self.tokens)
+        return token
+
+    def peek(self) -> Token:
+        if self.ahead is None:
+            self.ahead = next(self.tokens)
+        return self.ahead
+
+    def error(self, message: str, offset: int, hint: str | None = None) -> TemplateError:
+        return TemplateError(message, template=self.text, offset=offset, hint=hint)
+
+    # -- grammar ----------------------------------------------------------------------
+
+    def parse(self) -> tuple[Part, ...]:
+        parts: list[Part] = []
+        while self.tok.kind != "END":
+            if self.tok.kind == "TEXT":
+                token = self.advance()
+                parts.append(Text(token.value, token.start))
+            else:  # OPEN: the lexer yields nothing else outside an expression
+                parts.append(self.expression())
+        return tuple(parts)
+
+    def expression(self) -> Expr:
+        opener = self.advance()
+        source = self.source()
+        path = self.path(source)
+        type_name = self.type_clause()
+        default: Any = NO_DEFAULT
+        default_at = -1
+        if self.tok.kind == "PIPE":
+            self.advance()
+            token = self.advance()  # the lexer always yields DEFAULT after PIPE
+            default, default_at = self.default_value(token), token.start
+        if self.tok.kind != "CLOSE":
+            expect = "'}'" if default_at >= 0 else ("'|' or '}'" if type_name else "'as', '|' or '}'")
+            raise self.unexpected(expect)
+        closer = self.advance()
+        reference = Reference(source, tuple(path), type_name, default, self.text[opener.start : closer.end])
+        return Expr(reference, opener.start, closer.end, default_at)
+
+    def source(self) -> str:
+        token = self.tok
+        if token.kind != "NAME":
+            what = "an empty '${}'" if token.kind == "CLOSE" else _describe(token)
+            raise self.error(
+                f"expected a source after '${{', found {what}",
+                token.start,
+                "a template starts with one of: " + ", ".join(SOURCES),
+            )
+        self.advance()
+        name = token.value
+        if name not in _PLAIN_SOURCES:
+            hint = did_you_mean(name, _PLAIN_SOURCES) or "known sources: " + ", ".join(SOURCES)
+            raise self.error(f"unknown source '{name}'", token.start, hint)
+        if name == "response" and self.tok.kind == "LBRACKET" and not self.tok.space_before:
+            if self.peek().kind == "RBRACKET":
+                self.advance()
+                self.advance()
+                return "response[]"
+        return name
+
+    def path(self, source: str) -> list[str | int]:
+        path: list[str | int] = []
+        while self.tok.kind in ("DOT", "LBRACKET") and not self.tok.space_before:
+            step = self.advance()
+            token = self.tok
+            if step.kind == "DOT":
+                if token.kind == "NAME" and not token.space_before:
+                    path.append(self.advance().value)
+                    continue
+                hint = f"use [{token.value}] to index a list" if token.kind == "INT" else None
+                raise self.error("expected a name after '.'", step.end, hint)
+            if token.kind == "INT":
+                path.append(int(self.advance().value))
+            elif token.kind == "STRING":
+                path.append(self.advance().value)
+            elif token.kind == "RBRACKET":
+                hint = "only 'response[]' (the current stream chunk) is written with an empty '[]'"
+                raise self.error("expected an index or a quoted key inside '[]'", token.start, hint)
+            elif token.kind == "NAME":
+                raise self.error(
+                    f"expected an index or a quoted key inside '[]', found '{token.value}'",
+                    token.start,
+                    f"write [\"{token.value}\"] for a key, or .{token.value}",
+                )
+            else:
+                raise self.error(f"expected an index or a quoted key after '[', found {_describe(token)}", token.start)
+            if self.tok.kind != "RBRACKET":
+                raise self.error(f"expected ']', found {_describe(self.tok)}", self.tok.start)
+            self.advance()
+        return path
+
+    def type_clause(self) -> str | None:
+        if not (self.tok.kind == "NAME" and self.tok.value == "as"):
+            return None
+        keyword = self.advance()
+        token = self.tok
+        if token.kind != "NAME":
+            raise self.error(
+                f"expected a type after 'as', found {_describe(token)}",
+                token.start if token.kind != "END" else keyword.end,
+                "types: " + ", ".join(TYPES),
+            )
+        self.advance()
+        name, end = token.value, token.end
+        if self.tok.kind == "SLASH" and not self.tok.space_before:
+            self.advance()
+            part = self.tok
+            if part.kind != "NAME" or part.space_before:
+                hint = "stream types: stream/text, stream/json"
+                raise self.error(f"expected a type after '{name}/'", self.tok.start, hint)
+            self.advance()
+            name, end = f"{name}/{part.value}", part.end
+        if name not in TYPES:
+            hint = did_you_mean(name, TYPES, TYPE_ALIASES) or "types: " + ", ".join(TYPES)
+            raise self.error(f"unknown type '{name}'", token.start, hint)
+        return normalise_type(name)
+
+    def default_value(self, token: Token) -> Any:
+        if token.quote in ("'", '"'):
+            return token.value
+        if token.quote in ("[", "{"):
+            try:
+                return load_flow(token.value)
+            except ValueError as exc:
+                raise self.error(f"the default is not a valid YAML list or mapping: {exc}", token.start) from None
+        return resolve_plain(token.value)
+
+    def unexpected(self, expect: str) -> TemplateError:
+        token = self.tok
+        hint = None
+        if token.kind == "NAME" and "as" in expect:
+            hint = f"write 'as {token.value}'" if token.value in TYPES else did_you_mean(token.value, ["as"])
+        elif token.kind in ("DOT", "LBRACKET") and token.space_before:
+            hint = "a path has no spaces in it"
+        return self.error(f"expected {expect}, found {_describe(token)}", token.start, hint)
