@@ -1,0 +1,294 @@
+"""The model-compose front end: lower a model-compose file to flowctl's native form.
+
+    model-compose                                  native
+    controller (http-server)                       server (host, port, base_path; webui.port → ui_port)
+    component http-server manage.install/build    <component>-install   env-setup (venv: false)
+    component http-server manage.start             <component>           process-start (TCP probe on port)
+    job → component action (http-server/-client)   <job>                 http-stream
+    job/workflow output `${output as text;sse-text}` <job>-output        sse-sink
+    workflow                                       workflows.<id> (single, id-less: `__default__`)
+
+`manage` scripts follow model-compose: a list of strings is one argv (`[bash, -c, script]`),
+a list of lists is several commands; `start` is one argv. A plain string (a flowctl
+extension) is run by `bash -c`. The scripts are not templates in model-compose, so any `${`
+in them reaches the shell untouched. Each native path remembers the path it came from
+(`LoweredDocument.origin`), so later errors point into the user's file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import FlowError, FlowErrors
+from ..loader import LoadedDocument, PathKey
+from . import model_compose_keys as keys
+from .located import LoweredDocument
+from .model_compose_jobs import DEFAULT_WORKFLOW_ID, lower_workflows
+from .model_compose_output import literal
+
+#: top-level keys that mark a file as model-compose (the native form has `nodes:`)
+MODEL_COMPOSE_KEYS = frozenset({"controller", "component", "components", "workflow"})
+
+#: seconds a lowered process-start may take to listen: a first start often downloads a model
+READINESS_TIMEOUT = 1800.0
+
+
+def lower_model_compose(doc: LoadedDocument) -> LoweredDocument:
+    return _Lowering(doc).lower()
+
+
+class _Lowering:
+    def __init__(self, doc: LoadedDocument) -> None:
+        self.doc = doc
+        self.errors: list[FlowError] = []
+        self.origin: dict[PathKey, PathKey] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.components: dict[str, dict[str, Any]] = {}  # model-compose id -> what jobs need
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def error(self, message: str, path: PathKey, *, hint: str | None = None, key: bool = False) -> None:
+        self.errors.append(FlowError(message, location=self.doc.locate(path, key=key), hint=hint))
+
+    def mapping(self, value: Any, path: PathKey, what: str) -> dict[str, Any] | None:
+        if isinstance(value, dict):
+            return value
+        self.error(f"{what} must be a mapping of keys", path)
+        return None
+
+    def entries(self, data: dict[str, Any], one: str, many: str, base: PathKey = ()) -> list[tuple[str | None, PathKey, dict[str, Any]]]:
+        """`component:` (one), or `components:` as a list (ids inside) or a mapping by id."""
+        if many in data:
+            if one in data:
+                self.error(f"write either `{one}:` or `{many}:`, not both", (*base, one), key=True)
+            value, where = data[many], (*base, many)
+            if isinstance(value, dict):
+                items = [(str(k), (*where, k), v) for k, v in value.items()]
+            elif isinstance(value, list):
+                items = [(None, (*where, i), v) for i, v in enumerate(value)]
+            else:
+                self.error(f"`{many}:` must be a list or a mapping by id", where)
+                return []
+        elif one in data:
+            items = [(None, (*base, one), data[one])]
+        else:
+            return []
+        result = []
+        for given_id, path, value in items:
+            if (entry := self.mapping(value, path, one)) is not None:
+                raw_id = entry.get("id", given_id)
+                result.append((None if raw_id is None else str(raw_id), path, entry))
+        return result
+
+    def unique(self, wanted: str) -> str:
+        candidate, n = wanted, 2
+        while candidate in self.nodes:
+            candidate, n = f"{wanted}-{n}", n + 1
+        return candidate
+
+    def add_node(self, node_id: str, node: dict[str, Any], origin: PathKey, fields: dict[Any, PathKey] | None = None) -> None:
+        """Add a native node; `fields` maps a field name (or a path inside the node) to the
+        file path it came from, where that differs from `origin` + the same path."""
+        self.nodes[node_id] = node
+        self.origin[("nodes", node_id)] = origin
+        for name, path in (fields or {}).items():
+            self.origin[("nodes", node_id, *((name,) if isinstance(name, str) else name))] = path
+
+    # -- the whole file ----------------------------------------------------------------------
+
+    def lower(self) -> LoweredDocument:
+        data = self.doc.data
+        keys.check_keys(data, (), keys.TOP, "at the top of a model-compose file", self.errors, self.doc.locate)
+        native: dict[str, Any] = {"version": 1}
+        if "controller" in data and (controller := self.mapping(data["controller"], ("controller",), "controller")) is not None:
+            self.controller(controller, native)
+        else:
+            native["server"] = {"base_path": "/", "ui_port": None}  # model-compose: routes at the root, no web UI
+        for component_id, path, component in self.entries(data, "component", "components"):
+            self.component(component_id, path, component)
+        native["nodes"] = self.nodes
+        native["workflows"] = self.workflows(data)
+        if self.errors:
+            raise FlowErrors(self.errors)
+        return LoweredDocument(data=native, source=self.doc, origin=self.origin, form="model-compose")
+
+    def controller(self, controller: dict[str, Any], native: dict[str, Any]) -> None:
+        path = ("controller",)
+        keys.check_keys(controller, path, keys.CONTROLLER, "in controller", self.errors, self.doc.locate)
+        if controller.get("type", "http-server") != "http-server":
+            self.error(f"controller type '{controller['type']}' is not supported by flowctl yet", (*path, "type"), hint="use `type: http-server`")
+        server: dict[str, Any] = {"base_path": controller.get("base_path") or "/", "ui_port": None}
+        self.origin[("server",)] = path
+        for key in ("host", "port"):
+            if key in controller:
+                server[key] = controller[key]
+        if controller.get("max_concurrent_count"):  # 0: unbounded in model-compose; keep flowctl's bound
+            server["max_concurrency"] = controller["max_concurrent_count"]
+            self.origin[("server", "max_concurrency")] = (*path, "max_concurrent_count")
+        if "shutdown_timeout" in controller:
+            seconds = keys.parse_duration(controller["shutdown_timeout"])
+            if seconds is None:
+                self.error("`shutdown_timeout` must be a duration such as 30s, 5m or a number of seconds", (*path, "shutdown_timeout"))
+            server["drain_timeout"] = seconds or 0.0
+            self.origin[("server", "drain_timeout")] = (*path, "shutdown_timeout")
+        if "webui" in controller and (webui := self.mapping(controller["webui"], (*path, "webui"), "webui")) is not None:
+            keys.check_keys(webui, (*path, "webui"), keys.WEBUI, "in controller.webui", self.errors, self.doc.locate)
+            driver = webui.get("driver", "gradio")
+            if driver not in keys.WEBUI_DRIVERS:
+                self.error(f"web UI driver '{driver}' is not supported by flowctl yet", (*path, "webui", "driver"),
+                           hint="flowctl serves its own web UI; use `driver: gradio` or leave it out")
+            server["ui_port"] = webui.get("port", 8081)
+            self.origin[("server", "ui_port")] = (*path, "webui", "port") if "port" in webui else (*path, "webui")
+        native["server"] = server
+        if "name" in controller:
+            native["name"] = controller["name"]
+            self.origin[("name",)] = (*path, "name")
+
+    # -- components --------------------------------------------------------------------------
+
+    def component(self, component_id: str | None, path: PathKey, component: dict[str, Any]) -> None:
+        mc_id = component_id or "__component__"
+        where = f"in component '{mc_id}'" if component_id else "in component"
+        type_name = component.get("type")
+        section = keys.COMPONENT_TYPES.get(type_name) if isinstance(type_name, str) else None
+        if section is None:
+            supported = ", ".join(keys.COMPONENT_TYPES)
+            if type_name is None:
+                self.error(f"missing required key 'type' {where}", path, key=True, hint=f"flowctl supports: {supported}")
+            else:
+                self.error(f"component type '{type_name}' is not supported by flowctl yet", (*path, "type"), hint=f"flowctl supports: {supported}")
+            return
+        keys.check_keys(component, path, section, f"{where} ({type_name})", self.errors, self.doc.locate)
+        if mc_id in self.components:
+            self.error(f"component id '{mc_id}' is used twice", (*path, "id") if "id" in component else path, key=True)
+            return
+        base = keys.node_id(mc_id, "component")
+        label = f"component '{mc_id}'" if component_id else "the component"
+        info: dict[str, Any] = {"path": path, "data": component, "type": type_name, "base": base, "label": label, "needs": []}
+        if type_name == "http-server":
+            self.managed_server(info)
+        else:
+            info["base_url"] = component.get("base_url")
+        info["actions"] = self.actions(component, path, section is keys.HTTP_CLIENT_COMPONENT, where)
+        self.components[mc_id] = info
+
+    def managed_server(self, info: dict[str, Any]) -> None:
+        component, path = info["data"], info["path"]
+        port = component.get("port", 8000)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            self.error("`port` must be a number from 1 to 65535", (*path, "port"))
+            port = 8000
+        host = component.get("host", "127.0.0.1")
+        info["base_url"] = f"http://{host}:{port}{component.get('base_path') or ''}"
+        manage, manage_path = self.manage_section(component, path)
+        scripts, scripts_path = manage, manage_path
+        if "scripts" in manage and (inner := self.mapping(manage["scripts"], (*manage_path, "scripts"), "scripts")) is not None:
+            keys.check_keys(inner, (*manage_path, "scripts"), keys.SCRIPTS, "in manage.scripts", self.errors, self.doc.locate)
+            scripts, scripts_path = inner, (*manage_path, "scripts")
+        env = manage.get("env") or {}
+        env_path = (*manage_path, "env")
+        if not isinstance(env, dict):
+            self.error("`env` must be a mapping of NAME: value", env_path)
+            env = {}
+        cwd = manage.get("working_dir")
+        if cwd is not None:
+            cwd = str(Path(self.doc.file).resolve().parent / str(cwd)) if self.doc.file != "<string>" else str(cwd)
+        commands: list[Any] = []
+        command_origins: list[PathKey] = []
+        for script in ("install", "build"):
+            if script in scripts:
+                for command, origin in self.script_list(scripts[script], (*scripts_path, script)):
+                    commands.append(self.in_dir(command, cwd))
+                    command_origins.append(origin)
+        install_id = None
+        if commands:
+            install_id = self.unique(f"{info['base']}-install")
+            origin = (*scripts_path, "install") if "install" in scripts else (*scripts_path, "build")
+            node: dict[str, Any] = {"type": "env-setup", "description": f"model-compose install scripts of {info['label']}", "venv": False, "commands": commands}
+            fields = {"commands": origin}
+            if env:
+                node["env"] = literal(env)
+                fields["env"] = env_path
+            self.add_node(install_id, node, origin, fields)
+            for index, command_origin in enumerate(command_origins):
+                self.origin[("nodes", install_id, "commands", index)] = command_origin
+            info["needs"] = [install_id]
+        if "start" not in scripts:
+            return
+        start_path = (*scripts_path, "start")
+        start = scripts["start"]
+        if not (isinstance(start, str) or (isinstance(start, list) and start and all(isinstance(a, str) for a in start))):
+            self.error("`start` must be one command: a list of arguments, or a string run by bash", start_path)
+            return
+        start_id = self.unique(info["base"])
+        node = {
+            "type": "process-start",
+            "description": f"the managed server of {info['label']}",
+            "needs": [install_id] if install_id else [],
+            "command": literal(start),
+            "host": host,
+            "port": port,
+            "readiness": {"tcp": True, "timeout": READINESS_TIMEOUT},
+            "restart": {"policy": "on-failure"},
+        }
+        fields = {"command": start_path, "needs": start_path, "port": (*path, "port") if "port" in component else start_path,
+                  "host": (*path, "host") if "host" in component else start_path}
+        if env:
+            node["env"] = literal(env)
+            fields["env"] = env_path
+        if cwd is not None:
+            node["cwd"] = literal(cwd)
+            fields["cwd"] = (*manage_path, "working_dir")
+        self.add_node(start_id, node, start_path, fields)
+        info["needs"] = [start_id]
+
+    def manage_section(self, component: dict[str, Any], path: PathKey) -> tuple[dict[str, Any], PathKey]:
+        if "manage" in component:
+            inline = [k for k in keys.MANAGE_SCRIPTS if k in component and k in keys.HTTP_SERVER_COMPONENT.supported]
+            if inline:
+                self.error(f"`{inline[0]}:` belongs inside `manage:` when the component has one", (*path, inline[0]), key=True)
+            manage = self.mapping(component["manage"], (*path, "manage"), "manage") or {}
+            keys.check_keys(manage, (*path, "manage"), keys.MANAGE, "in manage", self.errors, self.doc.locate)
+            return manage, (*path, "manage")
+        return component, path  # model-compose lifts `install:`/`start:` written on the component
+
+    def script_list(self, value: Any, path: PathKey) -> list[tuple[Any, PathKey]]:
+        """model-compose: a list of strings is one argv; a list of lists is several argvs."""
+        if isinstance(value, str):
+            return [(literal(value), path)]
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            return [(literal(value), path)]
+        if isinstance(value, list) and all(isinstance(item, list) and item and all(isinstance(a, str) for a in item) for item in value):
+            return [(literal(item), (*path, index)) for index, item in enumerate(value)]
+        self.error("a script must be a list of arguments, a list of such lists, or a string run by bash", path)
+        return []
+
+    @staticmethod
+    def in_dir(command: Any, cwd: str | None) -> Any:
+        """Run an install command in `working_dir` (env-setup has no cwd of its own)."""
+        if cwd is None:
+            return command
+        if isinstance(command, str):
+            return ["bash", "-c", 'cd -- "$0" && exec bash -c "$1"', literal(cwd), command]
+        return ["bash", "-c", 'cd -- "$0" && exec "$@"', literal(cwd), *command]
+
+    def actions(self, component: dict[str, Any], path: PathKey, client: bool, where: str) -> dict[str, tuple[PathKey, dict[str, Any]]]:
+        section = keys.HTTP_CLIENT_ACTION if client else keys.HTTP_SERVER_ACTION
+        found: dict[str, tuple[PathKey, dict[str, Any]]] = {}
+        for action_id, action_path, action in self.entries(component, "action", "actions", path):
+            keys.check_keys(action, action_path, section, f"in action of {where[3:]}", self.errors, self.doc.locate)
+            mc_id = action_id or "__action__"
+            if mc_id in found:
+                self.error(f"action id '{mc_id}' is used twice", action_path, key=True)
+                continue
+            found[mc_id] = (action_path, action)
+        return found
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    def workflows(self, data: dict[str, Any]) -> dict[str, Any]:
+        return lower_workflows(self, data)
+
+
+__all__ = ["DEFAULT_WORKFLOW_ID", "MODEL_COMPOSE_KEYS", "lower_model_compose"]

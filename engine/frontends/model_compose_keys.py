@@ -1,0 +1,196 @@
+"""Which model-compose keys flowctl understands, and the checks that keep the rest from
+being silently ignored.
+
+Every mapping of a model-compose file is checked against a `Section`: a key flowctl lowers
+is `supported`; a key model-compose has but flowctl does not implement is `unsupported`
+(an error at its line); a key whose model-compose *default* means "nothing to do" is a
+`noop` and is accepted only with that value; anything else is unknown, with the closest
+known key suggested. The key names follow model-compose's own pydantic config models
+(`mindor.dsl.schema`: ComposeConfig, HttpServerControllerConfig, CommonWebUIConfig,
+HttpServerComponentConfig / HttpServerManageConfig, HttpClientComponentConfig,
+HttpServerActionConfig / HttpClientActionConfig, WorkflowConfig, ComponentJobConfig).
+
+    >>> errors = []
+    >>> check_keys({"prot": 8000}, ("component",), HTTP_SERVER_COMPONENT, "in component", errors, lambda path, key=False: None)
+    >>> str(errors[0])
+    "unknown key 'prot' in component (did you mean 'port'?)"
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import FlowError, Location
+from ..loader import PathKey
+
+Locate = Callable[..., Location | None]
+
+
+@dataclass(frozen=True)
+class Section:
+    supported: frozenset[str]
+    unsupported: frozenset[str] = frozenset()
+    #: key -> the values that mean "model-compose's default": accepted, nothing to lower
+    noop: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: documented model-compose keys that have no meaning in flowctl (accepted, ignored)
+    ignored: frozenset[str] = frozenset()
+
+    @property
+    def known(self) -> list[str]:
+        return sorted(self.supported | self.unsupported | set(self.noop) | self.ignored)
+
+    def with_keys(self, supported: set[str] = frozenset(), unsupported: set[str] = frozenset()) -> Section:
+        return Section(self.supported | supported, self.unsupported | unsupported, self.noop, self.ignored)
+
+
+_RUNTIME_NATIVE = ("native", {"type": "native"})
+
+TOP = Section(
+    supported=frozenset({"controller", "component", "components", "workflow", "workflows"}),
+    unsupported=frozenset({
+        "listener", "listeners", "gateway", "gateways", "logger", "loggers",
+        "system", "systems", "tracer", "tracers",
+    }),
+)
+
+CONTROLLER = Section(
+    supported=frozenset({"type", "name", "host", "port", "base_path", "max_concurrent_count", "shutdown_timeout", "webui"}),
+    unsupported=frozenset({"queue", "adapter", "adapters", "shutdown_pending_period"}),
+    noop={"runtime": _RUNTIME_NATIVE, "threaded": (False,), "origins": ("*",)},
+)
+
+# model-compose's web UI keys (CommonWebUIConfig: driver, host, port). flowctl serves its own
+# UI from the same process as the API, so `driver: gradio` and `host` are accepted and
+# ignored (the UI binds where the API binds); `port` becomes `server.ui_port`. The static and
+# dynamic drivers serve the user's own files or command: not supported.
+WEBUI = Section(
+    supported=frozenset({"port", "driver"}),
+    unsupported=frozenset({"static_dir", "server_dir", "command"}),
+    ignored=frozenset({"host"}),
+)
+WEBUI_DRIVERS = ("gradio",)
+
+_COMPONENT_COMMON = Section(
+    supported=frozenset({"id", "type", "default", "action", "actions", "headers"}),
+    noop={"runtime": _RUNTIME_NATIVE, "max_concurrent_count": (0,)},
+)
+
+MANAGE_SCRIPTS = ("install", "build", "start", "clean")
+
+HTTP_SERVER_COMPONENT = _COMPONENT_COMMON.with_keys(
+    # `host` is a flowctl extension: where the managed server listens (default 127.0.0.1)
+    supported={"manage", "port", "base_path", "host", "install", "build", "start"},
+    unsupported={"clean"},
+)
+
+HTTP_CLIENT_COMPONENT = _COMPONENT_COMMON.with_keys(supported={"base_url"})
+
+MANAGE = Section(
+    supported=frozenset({"scripts", "install", "build", "start", "working_dir", "env"}),
+    unsupported=frozenset({"clean"}),
+)
+
+SCRIPTS = Section(supported=frozenset({"install", "build", "start"}), unsupported=frozenset({"clean"}))
+
+HTTP_SERVER_ACTION = Section(
+    supported=frozenset({"id", "default", "output", "path", "method", "headers", "body", "params", "stream_format"}),
+    unsupported=frozenset({"completion"}),
+)
+
+HTTP_CLIENT_ACTION = Section(
+    supported=HTTP_SERVER_ACTION.supported | {"endpoint"},
+    unsupported=HTTP_SERVER_ACTION.unsupported,
+    noop={"stream_fragmented": (True,)},
+)
+
+JOB = Section(
+    supported=frozenset({"id", "name", "type", "component", "action", "input", "output", "depends_on"}),
+    unsupported=frozenset({"interrupt", "hook", "retry", "on_error"}),
+    noop={"repeat_count": (1,), "max_run_count": (25,)},
+)
+JOB_TYPES = ("component", "action")
+
+WORKFLOW = Section(
+    supported=frozenset({"id", "name", "title", "description", "job", "jobs", "output", "default"}),
+    noop={"private": (False,)},
+)
+
+#: a workflow without `job`/`jobs` is itself its one job (model-compose lifts these keys)
+WORKFLOW_WITH_IMPLIED_JOB = Section(
+    WORKFLOW.supported | (JOB.supported - {"id", "name"}),
+    JOB.unsupported,
+    {**WORKFLOW.noop, **JOB.noop},
+)
+
+COMPONENT_TYPES = {"http-server": HTTP_SERVER_COMPONENT, "http-client": HTTP_CLIENT_COMPONENT}
+
+
+def unsupported(key: str, path: PathKey, locate: Locate, why: str | None = None) -> FlowError:
+    return FlowError(
+        f"model-compose key '{key}' is not supported by flowctl yet",
+        location=locate(path, key=True),
+        hint=why or "remove it, or write this part in flowctl's native form",
+    )
+
+
+def check_keys(data: Mapping[str, Any], path: PathKey, section: Section, where: str, errors: list[FlowError], locate: Locate) -> None:
+    """Append an error for each key of `data` that is unknown, unsupported, or a no-op key
+    given something other than its model-compose default."""
+    for key, value in data.items():
+        if key in section.supported or key in section.ignored:
+            continue
+        child = (*path, key)
+        if key in section.noop:
+            allowed = section.noop[key]
+            if value not in allowed:
+                shown = allowed[0] if not isinstance(allowed[0], bool) else str(allowed[0]).lower()
+                errors.append(unsupported(key, child, locate, f"flowctl supports only `{key}: {shown}` (the model-compose default)"))
+            continue
+        if key in section.unsupported:
+            errors.append(unsupported(key, child, locate))
+            continue
+        match = difflib.get_close_matches(key, section.known, n=1, cutoff=0.6)
+        hint = f"did you mean '{match[0]}'?" if match else "known keys: " + ", ".join(section.known)
+        errors.append(FlowError(f"unknown key '{key}' {where}".rstrip(), location=locate(child, key=True), hint=hint))
+
+
+def parse_duration(value: Any) -> float | None:
+    """model-compose durations: a number of seconds, or `"500ms"`, `"30s"`, `"5m"`, `"1h"`.
+
+    >>> parse_duration("1m"), parse_duration(2.5), parse_duration("500ms"), parse_duration("soon")
+    (60.0, 2.5, 0.5, None)
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix):
+            number = text[: -len(suffix)].strip()
+            try:
+                return float(number) * scale
+            except ValueError:
+                return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def node_id(raw: str, fallback: str) -> str:
+    """A readable node id from a model-compose id: `__component__` → `component`, `my vllm` →
+    `my-vllm`; ids must start with a letter to be usable in `${nodes.<id>...}`.
+
+    >>> node_id("__component__", "x"), node_id("Qwen 2", "x"), node_id("7b", "x"), node_id("__", "x")
+    ('component', 'Qwen-2', 'n7b', 'x')
+    """
+    cleaned = "".join(ch if ch.isalnum() or ch in "_-" else "-" for ch in raw).strip("_-")
+    if not cleaned:
+        return fallback
+    return cleaned if cleaned[0].isalpha() else "n" + cleaned
