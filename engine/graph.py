@@ -102,13 +102,14 @@ class CompiledFlow:
     @cached_property
     def service_fingerprints(self) -> dict[str, str]:
         """A digest per service of its own spec and everything upstream of it: a reload restarts
-        a service exactly when this changes."""
+        a service exactly when this changes. `description` is left out (it changes nothing that
+        runs), and `needs` counts as the set of upstream digests, so reordering it is no change."""
         prints: dict[str, str] = {}
         for node_id in self.services:
             node = self.nodes[node_id]
             material = {
-                "spec": node.spec.model_dump(mode="json"),
-                "upstream": [prints.get(up, up) for up in node.upstream],
+                "spec": node.spec.model_dump(mode="json", exclude={"description", "needs"}),
+                "upstream": {up: prints.get(up, up) for up in node.upstream},
             }
             prints[node_id] = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
         return prints

@@ -216,7 +216,9 @@ class FlowHost:
                 slots.release()
             record._task = None
             if not record.status.finished:
-                record.status = RunStatus.CANCELLED
+                # closed from outside (the consumer stopped reading): keep why it was stopped
+                stop = record._stop_reason
+                record.status, record.error = stop if stop is not None else (RunStatus.CANCELLED, record.error or "the consumer stopped reading")
             record.finished_mono = time.monotonic()
             self._active.pop(record.id, None)
             if not self._active:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ class Supervisor:
         self.log = log
         self.on_change = on_change
         self._nodes: dict[str, ServiceNode] = {}
+        #: services whose last start failed (or could not start because an upstream failed):
+        #: their status stays visible on /ready; a reload retries them once their spec changes
+        self._failed: dict[str, ServiceStatus] = {}
         self._fingerprints: dict[str, str] = {}
         self.outputs: dict[str, Any] = {}
         self._order: list[str] = []
@@ -39,7 +42,13 @@ class Supervisor:
     # -- queries -----------------------------------------------------------------------------
 
     def statuses(self) -> dict[str, ServiceStatus]:
-        return {node_id: self._nodes[node_id].status for node_id in self._order if node_id in self._nodes}
+        result = {}
+        for node_id in self._order:
+            if node_id in self._nodes:
+                result[node_id] = self._nodes[node_id].status
+            elif node_id in self._failed:
+                result[node_id] = self._failed[node_id]
+        return result
 
     def not_ready(self, node_ids: Iterable[str] | None = None) -> dict[str, str]:
         """Services (of `node_ids`, default all) that are not up, with the reason."""
@@ -48,7 +57,8 @@ class Supervisor:
         for node_id in wanted:
             node = self._nodes.get(node_id)
             if node is None:
-                missing[node_id] = "not started"
+                failed = self._failed.get(node_id)
+                missing[node_id] = (failed.reason or "failed") if failed is not None else "not started"
             elif not node.status.ready:
                 missing[node_id] = node.status.reason or node.status.state.value
         return missing
@@ -80,6 +90,7 @@ class Supervisor:
         except TemplateError as exc:
             raise ServiceError(node_id, exc.message, hint=exc.hint) from None
         instance: ServiceNode = create_node(node.spec)
+        self._failed.pop(node_id, None)
         self._nodes[node_id] = instance
         self._fingerprints[node_id] = flow.service_fingerprints[node_id]
         if node_id not in self._order:
@@ -92,6 +103,8 @@ class Supervisor:
                 instance.status.state = ServiceState.FAILED
                 instance.status.reason = instance.status.reason or str(exc).splitlines()[0]
             await asyncio.shield(self._release(node_id, instance))
+            if instance.status.state is ServiceState.FAILED:
+                self._failed[node_id] = instance.status
             if isinstance(exc, OSError):
                 raise ServiceError(node_id, str(exc)) from None
             raise
@@ -114,20 +127,72 @@ class Supervisor:
         async with self._lock:
             for node_id in reversed(list(self._nodes)):
                 await asyncio.shield(self._stop_one(node_id))
+            self._failed.clear()
 
     async def reconcile(self, flow: CompiledFlow) -> list[str]:
-        """Bring the running services in line with `flow` after a reload: stop the ones that
-        are gone or changed (a changed upstream counts), start the new and changed ones.
-        Returns the ids of services that were (re)started."""
+        """Bring the services in line with `flow` after a reload, and return the ids of those it
+        (re)started or tried to, in start order.
+
+        A service is stopped when it is gone from the flow or its fingerprint (its own spec, or an
+        upstream one) changed — dependents first — and then the new and changed ones are started
+        in dependency order. Unchanged services are not touched, so a body-only edit restarts
+        nothing. A service that fails to start does not raise: it is left down with its reason
+        (on `statuses()` / `not_ready()`), its dependents are not started ("needs X"), the others
+        still are, and the next reload retries it once its spec changes. The lock is held from
+        the first stop to the last start, so two reloads never interleave; cancelling a
+        reconcile (a newer save supersedes it) lets a stop in progress finish first."""
         new_prints = flow.service_fingerprints
         async with self._lock:
-            stale = [n for n in self._nodes if new_prints.get(n) != self._fingerprints.get(n)]
-            for node_id in reversed(stale):
-                self.log(f"[{node_id}] spec changed, stopping")
-                await asyncio.shield(self._stop_one(node_id))
+            running = [n for n in reversed(self._order) if n in self._nodes]
+            running += [n for n in reversed(list(self._nodes)) if n not in running]
+            for node_id in running:
+                if new_prints.get(node_id) == self._fingerprints.get(node_id):
+                    continue
+                changed = node_id in new_prints
+                reason = "its spec changed (reload)" if changed else "removed from the flow (reload)"
+                self.log(f"[{node_id}] {reason}, {'restarting' if changed else 'stopping'}")
+                if self.on_change and changed:
+                    # runs in flight that use it fail now with this reason, not a broken pipe
+                    self.on_change(node_id, ServiceStatus(state=ServiceState.RESTARTING, reason=f"restarting: {reason}"))
+                await _finish(self._stop_one(node_id))
                 self._fingerprints.pop(node_id, None)
-            self._order = [n for n in self._order if n in new_prints]
-        to_start = [n for n in flow.services if n not in self._nodes]
-        await self.start(flow, to_start)
-        self._order = list(flow.services)
-        return to_start
+            for node_id in list(self._failed):
+                if new_prints.get(node_id) != self._fingerprints.get(node_id):
+                    del self._failed[node_id]
+                    self._fingerprints.pop(node_id, None)
+            self._order = list(flow.services)
+            touched: list[str] = []
+            for node_id in flow.services:
+                if node_id in self._nodes or node_id in self._failed:
+                    continue
+                touched.append(node_id)
+                blocked = [up for up in flow.nodes[node_id].upstream if up in new_prints and up not in self._nodes]
+                if blocked:
+                    status = ServiceStatus(state=ServiceState.FAILED, reason=f"needs '{blocked[0]}', which is not up")
+                    self._failed[node_id] = status
+                    self._fingerprints[node_id] = new_prints[node_id]
+                    self.log(f"[{node_id}] not started: {status.reason}")
+                    if self.on_change:
+                        self.on_change(node_id, status)
+                    continue
+                try:
+                    await self._start_one(flow, node_id)
+                except FlowctlError as exc:
+                    status = self._failed.setdefault(node_id, ServiceStatus(state=ServiceState.FAILED, reason=exc.message.splitlines()[0]))
+                    self.log(f"[{node_id}] failed to start after the reload: {str(exc).splitlines()[0]}")
+                    if self.on_change:
+                        self.on_change(node_id, status)
+            return touched
+
+
+async def _finish(aw: Awaitable[None]) -> None:
+    """Await `aw` to its end even when the caller is cancelled meanwhile (the cancellation is
+    raised afterwards), so that a stopped process has released its port before anything else
+    may start on it."""
+    task = asyncio.ensure_future(aw)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task])
+        raise

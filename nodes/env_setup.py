@@ -1,18 +1,24 @@
 """env-setup: an isolated Python environment (venv) with packages and install commands.
 
 Idempotent: a stamp file holds a hash of the spec (python, packages, commands); when it
-matches, the whole setup is skipped. A failed step leaves no stamp, so the next start retries.
+matches, the whole setup is skipped. A failed step leaves no stamp, so the next start retries,
+and its error carries the exit code and the tail of the output. Two flowctl processes setting
+up the same environment take turns (a lock file beside it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
+import time
 from collections import deque
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -20,7 +26,7 @@ from pydantic import Field
 
 from ..engine.errors import ServiceError
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
-from .process_group import run_to_completion
+from .process_group import describe_exit, run_to_completion
 
 
 class EnvSetupSpec(NodeSpecBase):
@@ -40,6 +46,9 @@ class EnvSetupSpec(NodeSpecBase):
     env: dict[str, str] = {}
     #: make a venv (false: only run `commands`, e.g. a model-compose install script that makes its own)
     venv: bool = True
+    #: install pip into the venv; default: when there are packages or commands (a bare venv
+    #: takes a fraction of a second, one with pip several seconds)
+    pip: bool | None = None
     #: where the venv lives; default `~/.cache/flowctl/envs/<node id>-<spec digest>`
     path: str | None = None
     #: seconds the whole setup may take
@@ -61,34 +70,58 @@ class EnvSetupNode:
         stamp_dir = venv if spec.venv else ctx.state_dir / "stamps"
         stamp = stamp_dir / (".flowctl-stamp" if spec.venv else f"{ctx.node_id}.stamp")
         output = _output(venv, spec.venv)
-        self.status = ServiceStatus(state=ServiceState.STARTING)
-        if stamp.is_file() and stamp.read_text().strip() == digest:
-            ctx.log(f"[{ctx.node_id}] environment up to date, setup skipped")
-            self.status = ServiceStatus(state=ServiceState.READY, reason="up to date")
-            return output
-        try:
-            await asyncio.wait_for(self._setup(ctx, venv, resolved), timeout=spec.timeout)
-        except TimeoutError:
-            self.status = ServiceStatus(state=ServiceState.FAILED, reason=f"setup took longer than {spec.timeout:g}s")
-            raise ServiceError(ctx.node_id, self.status.reason, hint="raise `timeout:` on the node") from None
-        except ServiceError as exc:
-            self.status = ServiceStatus(state=ServiceState.FAILED, reason=exc.message)
-            raise
-        stamp_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(digest + "\n")
+        self.status = ServiceStatus(state=ServiceState.STARTING, reason="checking the stamp")
+        if self._up_to_date(stamp, digest, venv):
+            return self._skipped(ctx, output)
+        # one setup at a time per environment, also across flowctl processes (`up` and `run`)
+        lock_path = venv.with_name(venv.name + ".lock") if spec.venv else stamp_dir / f"{ctx.node_id}.lock"
+        async with _file_lock(lock_path, lambda: ctx.log(f"[{ctx.node_id}] waiting for another flowctl to finish setting up {venv if spec.venv else ctx.node_id}")):
+            if self._up_to_date(stamp, digest, venv):
+                return self._skipped(ctx, output)
+            stamp.unlink(missing_ok=True)  # a setup that fails half-way leaves no stamp
+            self.status = ServiceStatus(state=ServiceState.STARTING, reason="setting up")
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(self._setup(ctx, venv, resolved), timeout=spec.timeout)
+            except TimeoutError:
+                self.status = ServiceStatus(state=ServiceState.FAILED, reason=f"setup took longer than {spec.timeout:g}s")
+                raise ServiceError(ctx.node_id, self.status.reason or "timed out", hint="raise `timeout:` on the node") from None
+            except ServiceError as exc:
+                self.status = ServiceStatus(state=ServiceState.FAILED, reason=exc.message.removeprefix(f"service '{ctx.node_id}': ").splitlines()[0])
+                raise
+            _write_atomically(stamp, digest + "\n")
+        ctx.log(f"[{ctx.node_id}] set up in {time.monotonic() - started:.1f}s")
         self.status = ServiceStatus(state=ServiceState.READY)
         return output
 
-    async def _setup(self, ctx: ServiceContext, venv: Path, resolved: dict[str, Any]) -> None:
+    async def stop(self) -> None:
+        """Nothing runs between setups; a setup in progress is cancelled by its caller."""
+        if self.status.state is not ServiceState.FAILED:
+            self.status = ServiceStatus(state=ServiceState.STOPPED)
+
+    def _up_to_date(self, stamp: Path, digest: str, venv: Path) -> bool:
+        try:
+            current = stamp.read_text().strip() == digest
+        except OSError:
+            return False
+        return current and (not self.spec.venv or (venv / "bin" / "python").exists())
+
+    def _skipped(self, ctx: ServiceContext, output: dict[str, Any]) -> dict[str, Any]:
+        ctx.log(f"[{ctx.node_id}] environment up to date, setup skipped")
+        self.status = ServiceStatus(state=ServiceState.READY, reason="up to date")
+        return output
+
+    async def _setup(self, ctx: ServiceContext, venv: Path, resolved: Mapping[str, Any]) -> None:
         spec = self.spec
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (resolved.get("env") or {}).items()})
         if spec.venv:
-            stamp = venv / ".flowctl-stamp"
-            stamp.unlink(missing_ok=True)
+            with_pip = spec.pip if spec.pip is not None else bool(resolved.get("packages") or resolved.get("commands"))
             if not (venv / "bin" / "python").exists():
                 ctx.log(f"[{ctx.node_id}] creating venv {venv}")
-                await self._step(ctx, [spec.python, "-m", "venv", str(venv)], env)
+                await self._step(ctx, [spec.python, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(venv)], env)
+            elif with_pip and not (venv / "bin" / "pip").exists():
+                await self._step(ctx, [str(venv / "bin" / "python"), "-m", "ensurepip", "--upgrade"], env)
             env["VIRTUAL_ENV"] = str(venv)
             env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
             env.pop("PYTHONHOME", None)
@@ -111,22 +144,58 @@ class EnvSetupNode:
             tail.append(line)
             ctx.log(f"[{ctx.node_id}] {line}")
 
-        code = await run_to_completion(argv, env=env, on_line=on_line)
+        try:
+            code = await run_to_completion(argv, env=env, on_line=on_line)
+        except OSError as exc:
+            raise ServiceError(ctx.node_id, f"cannot run `{_shown(argv)}`: {exc.strerror or exc}") from None
         if code != 0:
-            excerpt = "\n".join(tail)
-            raise ServiceError(ctx.node_id, f"`{_shown(argv)}` exited with code {code}; last output:\n{excerpt}")
+            excerpt = "\n".join(tail) or "(no output)"
+            raise ServiceError(ctx.node_id, f"`{_shown(argv)}` {describe_exit(code)}; last output:\n{excerpt}")
 
 
 def _spec_digest(spec: EnvSetupSpec, resolved: dict[str, Any]) -> str:
     material = {
-        "python": spec.python,
+        "python": os.path.realpath(shutil.which(spec.python) or spec.python),  # .venv/bin/python and python3 are one interpreter
         "packages": resolved.get("packages"),
         "pip_args": spec.pip_args,
         "commands": resolved.get("commands"),
         "env": resolved.get("env"),
         "venv": spec.venv,
     }
+    if spec.pip is not None:  # only when given, so that stamps made before the field existed hold
+        material["pip"] = spec.pip
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(path: Path, on_wait: Any) -> AsyncIterator[None]:
+    """An exclusive flock on `path`, polled so that waiting for it can be cancelled."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    on_wait()
+                    waited = True
+                await asyncio.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _output(venv: Path, has_venv: bool) -> dict[str, Any]:

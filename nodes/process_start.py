@@ -1,28 +1,46 @@
 """process-start: launch a long-running server in its own process group and supervise it.
 
 Ready only when its readiness probe passes (HTTP GET expecting 2xx or a given status, or a
-TCP connect), within a timeout. A process that exits before it is ready fails the node at
-once with its exit code and last log lines. One that dies later is noticed at once, reported
-through `status`, and restarted with exponential backoff per its `restart` policy.
+TCP connect), within a timeout; while it waits, a progress line with the process's latest
+output is logged every `readiness.progress` seconds. A port held by another process before
+the start is an error naming that process, never "ready". A process that exits before it
+is ready fails the node at once with its exit code and last log lines. One that dies later
+is noticed at once (the owner hears of it through `on_change`, so runs in flight fail and
+`/ready` turns 503), and is restarted with exponential backoff per its `restart` policy.
+
+Its output goes, line by line, to `<state dir>/logs/<node id>.log` (what `flowctl logs NODE`
+prints) and, prefixed with `[<node id>]`, to the console.
+
+    llm:
+      type: process-start
+      command: [python, -m, vllm.entrypoints.openai.api_server, --port, "8000"]
+      port: 8000
+      readiness: {http: /v1/models, timeout: 1800}
+      restart: on-failure          # or {policy: on-failure, max_restarts: 5, backoff: 1}
+      stop_timeout: 20
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import IO, Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..engine.errors import ServiceError
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
-from .ports import describe_holder, port_is_free
-from .process_group import ProcessGroup
+from .ports import command_line, port_conflict, port_holders, process_start_ticks
+from .process_group import ProcessGroup, describe_exit
+
+#: a log file larger than this is moved aside to `<node>.log.1` when the node starts
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
 
 
 class ReadinessSpec(BaseModel):
@@ -34,20 +52,43 @@ class ReadinessSpec(BaseModel):
     status: int | None = None
     tcp: bool = False
     #: seconds to wait for readiness before failing the node
-    timeout: float = 600.0
+    timeout: float = Field(default=600.0, gt=0)
     #: seconds between probes
-    interval: float = 0.25
+    interval: float = Field(default=0.25, gt=0)
+    #: seconds between progress lines (with the process's latest output) while waiting
+    progress: float = Field(default=5.0, gt=0)
+
+    @field_validator("http")
+    @classmethod
+    def _leading_slash(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            value = "/" + value
+        return value
+
+
+RestartPolicy = Literal["never", "on-failure", "always"]
 
 
 class RestartSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    policy: Literal["never", "on-failure", "always"] = "on-failure"
-    #: restarts in a row before giving up (the count resets once a process stays up a minute)
-    max_restarts: int = 5
-    #: first backoff in seconds, doubled after each failed restart
-    backoff: float = 1.0
-    max_backoff: float = 30.0
+    #: `on-failure` restarts after a non-zero exit or a signal, `always` after any exit
+    policy: RestartPolicy = "on-failure"
+    #: restarts in a row before giving up (the count resets once a process stays up `reset_after`)
+    max_restarts: int = Field(default=5, ge=0)
+    #: first backoff in seconds, doubled after each restart in a row
+    backoff: float = Field(default=1.0, ge=0)
+    max_backoff: float = Field(default=30.0, ge=0)
+    #: seconds a process must stay up for its failures to be forgotten
+    reset_after: float = Field(default=60.0, ge=0)
+
+
+def _restart_schema(schema: dict[str, Any]) -> None:
+    # `restart: on-failure` is short for `restart: {policy: on-failure}`
+    ref = {key: value for key, value in schema.items() if key not in ("default", "description", "title")}
+    for key in ref:
+        del schema[key]
+    schema["anyOf"] = [ref, {"enum": ["never", "on-failure", "always"], "type": "string"}]
 
 
 class ProcessStartSpec(NodeSpecBase):
@@ -60,11 +101,19 @@ class ProcessStartSpec(NodeSpecBase):
     env: dict[str, str] = {}
     cwd: str | None = None
     host: str = "127.0.0.1"
-    port: int | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
     readiness: ReadinessSpec = ReadinessSpec()
-    restart: RestartSpec = RestartSpec()
+    #: `never`, `on-failure` or `always`, or a mapping with the policy, limit and backoff
+    restart: RestartSpec = Field(default=RestartSpec(), json_schema_extra=_restart_schema)
     #: seconds between SIGTERM and SIGKILL when stopping the process group
-    stop_timeout: float = 10.0
+    stop_timeout: float = Field(default=10.0, ge=0)
+
+    @field_validator("restart", mode="before")
+    @classmethod
+    def _restart_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"policy": value}
+        return value
 
     @model_validator(mode="after")
     def _probe_needs_port(self) -> ProcessStartSpec:
@@ -78,45 +127,90 @@ class ProcessStartSpec(NodeSpecBase):
 class ProcessStartNode:
     def __init__(self, spec: ProcessStartSpec) -> None:
         self.spec = spec
-        self.status = ServiceStatus()
+        self._status = ServiceStatus()
         self._group: ProcessGroup | None = None
         self._ctx: ServiceContext | None = None
         self._tail: deque[str] = deque(maxlen=30)
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
-        self._log_file: Any = None
+        self._log_file: IO[str] | None = None
+        self._reported_exit: int | None = None  # the pid whose exit was reported last
+
+    @property
+    def status(self) -> ServiceStatus:
+        """The node's state, true at the moment it is read: a process that has died is reported
+        down even before the event loop has handled its exit (a run that broke off because
+        the server died then names the service, not just the broken connection)."""
+        status = self._status
+        if status.state is ServiceState.READY and self._group is not None:
+            code = self._group.peek_exit()
+            if code is not False:
+                status.state = ServiceState.FAILED
+                status.reason = describe_exit(code) if code is not None else "exited"
+                status.pid = None
+        return status
+
+    @status.setter
+    def status(self, value: ServiceStatus) -> None:
+        self._status = value
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, ctx: ServiceContext) -> dict[str, Any]:
         self._ctx = ctx
         self._stopping = False
-        log_dir = ctx.state_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(log_dir / f"{ctx.node_id}.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-        await self._launch_until_ready(ctx)
+        self._open_log(ctx)
+        try:
+            await self._launch_until_ready(ctx)
+        except BaseException:
+            self._close_log()
+            raise
         self._watcher = asyncio.create_task(self._supervise(ctx), name=f"supervise:{ctx.node_id}")
         return self.output
 
     @property
     def output(self) -> dict[str, Any]:
         spec = self.spec
-        url = f"http://{spec.host}:{spec.port}" if spec.port else None
+        url = f"http://{_url_host(spec.host)}:{spec.port}" if spec.port else None
         return {"pid": self._group.pid if self._group else None, "host": spec.host, "port": spec.port, "url": url}
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._ctx.state_dir / "logs" / f"{self._ctx.node_id}.log" if self._ctx else None
+
+    async def exited_within(self, timeout: float) -> bool:
+        """True if the process has exited or exits within `timeout` seconds. For an owner that
+        saw a connection to the server break and wants to know whether the server died (its
+        exit reaches us a moment after its sockets close)."""
+        group = self._group
+        if group is None or group.peek_exit() is not False:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(group.process.wait()), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def stop(self) -> None:
         self._stopping = True
         watcher, self._watcher = self._watcher, None
-        if watcher is not None:
+        if watcher is not None and not watcher.done():
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
         group, self._group = self._group, None
         if group is not None:
-            await group.stop(self.spec.stop_timeout)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+            code = group.peek_exit()
+            if code is False:
+                self._record(f"stopping pid {group.pid} (SIGTERM, then SIGKILL after {self.spec.stop_timeout:g}s)")
+            elif self._ctx is not None:  # it died on its own before anyone noticed
+                self._report_exit(self._ctx, group, describe_exit(code) if code is not None else "exited")
+            code = await group.stop(self.spec.stop_timeout)
+            if self._reported_exit != group.pid and self._ctx is not None:
+                self._reported_exit = group.pid
+                self._record(f"stopped pid {group.pid}: {describe_exit(code)}")
+                self._ctx.log(f"[{self._ctx.node_id}] stopped pid {group.pid}: {describe_exit(code)}")
+        self._close_log()
         if self.status.state is not ServiceState.FAILED:
             self.status.state = ServiceState.STOPPED
             self.status.reason = None
@@ -126,11 +220,14 @@ class ProcessStartNode:
 
     async def _launch_until_ready(self, ctx: ServiceContext) -> None:
         spec = self.spec
-        if spec.port is not None and not port_is_free(spec.host, spec.port):
-            reason = describe_holder(spec.port)
-            self._set(ServiceState.FAILED, reason)
-            raise ServiceError(ctx.node_id, reason, hint="stop that process or give this node another `port:`")
+        if spec.port is not None:
+            held = port_conflict(spec.host, spec.port)
+            if held is not None:
+                self._set(ServiceState.FAILED, held)
+                self._record(held)
+                raise ServiceError(ctx.node_id, held, hint="stop that process or give this node another `port:`")
         self._set(ServiceState.STARTING, "starting")
+        self._tail.clear()
         resolved = ctx.resolved
         command = resolved["command"]
         argv = ["bash", "-c", command] if isinstance(command, str) else [str(a) for a in command]
@@ -138,64 +235,116 @@ class ProcessStartNode:
         env.update({str(k): str(v) for k, v in (resolved.get("env") or {}).items()})
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
-            self._group = await ProcessGroup.spawn(
-                argv, env=env, cwd=resolved.get("cwd"), on_line=self._on_line, grace=spec.stop_timeout
+            group = await ProcessGroup.spawn(
+                argv,
+                env=env,
+                cwd=resolved.get("cwd"),
+                on_line=self._on_line,
+                on_partial=self._on_partial,
+                grace=spec.stop_timeout,
             )
         except OSError as exc:
             self._set(ServiceState.FAILED, f"cannot start {argv[0]}: {exc.strerror or exc}")
+            self._record(self.status.reason or "cannot start")
             raise ServiceError(ctx.node_id, self.status.reason or "cannot start") from None
-        self.status.pid = self._group.pid
-        ctx.log(f"[{ctx.node_id}] started pid {self._group.pid}: {' '.join(argv)[:200]}")
+        self._group = group
+        self.status.pid = group.pid
+        shown = " ".join(argv)
+        self._record(f"started pid {group.pid}: {shown}")
+        ctx.log(f"[{ctx.node_id}] started pid {group.pid}: {shown[:200]}")
+        started = time.monotonic()
         try:
-            await self._wait_ready(ctx, self._group)
+            await self._wait_ready(ctx, group)
         except BaseException:
-            group, self._group = self._group, None
-            await asyncio.shield(group.stop(spec.stop_timeout))
+            if self._group is group:
+                self._group = None
+            await group.stop(spec.stop_timeout)
             raise
         self._set(ServiceState.READY, None)
-        ctx.log(f"[{ctx.node_id}] ready")
+        self._record(f"ready after {time.monotonic() - started:.1f}s")
+        ctx.log(f"[{ctx.node_id}] ready ({time.monotonic() - started:.1f}s)")
 
     async def _wait_ready(self, ctx: ServiceContext, group: ProcessGroup) -> None:
         probe = self.spec.readiness
         started = time.monotonic()
         deadline = started + probe.timeout
         last_progress = started
-        async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
-            while True:
-                if group.returncode is not None:
-                    await group.wait()
-                    reason = f"exited with code {group.returncode} before it was ready"
-                    self._set(ServiceState.FAILED, reason)
-                    raise ServiceError(ctx.node_id, f"{reason}; last output:\n" + "\n".join(list(self._tail)[-10:]))
-                if await self._probe(client):
+        exited = asyncio.ensure_future(group.process.wait())
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
+                while True:
+                    if exited.done() or group.peek_exit() is not False:
+                        await asyncio.wait({exited}, timeout=1.0)  # let asyncio collect the code
+                        await group.drain_output(2.0)  # its last words are what explains the exit
+                        reason = f"{describe_exit(group.returncode)} before it was ready"
+                        self._set(ServiceState.FAILED, reason)
+                        last = "\n".join(list(self._tail)[-10:]) or "(no output)"
+                        self._record(reason)
+                        raise ServiceError(ctx.node_id, f"{reason}; last output:\n{last}")
+                    if await self._probe(client) and group.peek_exit() is False:
+                        self._check_owner(ctx, group)
+                        return
+                    now = time.monotonic()
+                    if now >= deadline:
+                        reason = f"not ready after {probe.timeout:g}s ({self._probe_text()})"
+                        self._set(ServiceState.FAILED, reason)
+                        self._record(reason)
+                        raise ServiceError(ctx.node_id, f"{reason}; last output: {self._latest()}", hint="raise `readiness.timeout`, or see `flowctl logs " + ctx.node_id + "`")
+                    if now - last_progress >= probe.progress:
+                        last_progress = now
+                        ctx.log(f"[{ctx.node_id}] waiting for {self._probe_text()} ({now - started:.0f}s of {probe.timeout:g}s): {self._latest()[:160]}")
+                    # wake early when the process exits, else probe again after the interval
+                    await asyncio.wait({exited}, timeout=min(probe.interval, max(deadline - now, 0.01)))
+        finally:
+            if not exited.done():
+                exited.cancel()
+
+    def _check_owner(self, ctx: ServiceContext, group: ProcessGroup) -> None:
+        """The probe answered, but is it our process answering? A listener that was there
+        before our process started (it won a race past the pre-check) is not ours."""
+        port = self.spec.port
+        if port is None:
+            return
+        holders = port_holders(port, self.spec.host)
+        if not holders:
+            return  # /proc does not tell us (or another network namespace, as with docker -p)
+        ours_started = process_start_ticks(group.pid)
+        strangers = []
+        for pid in holders:
+            try:
+                if os.getpgid(pid) == group.pgid:
                     return
-                now = time.monotonic()
-                if now >= deadline:
-                    reason = f"not ready after {probe.timeout:g}s ({self._probe_text()})"
-                    self._set(ServiceState.FAILED, reason)
-                    raise ServiceError(ctx.node_id, reason, hint="raise `readiness.timeout`, or check the log: " + (self._tail[-1] if self._tail else "no output yet"))
-                if now - last_progress >= 5.0:
-                    last_progress = now
-                    latest = self._tail[-1] if self._tail else "no output yet"
-                    ctx.log(f"[{ctx.node_id}] waiting for {self._probe_text()} ({now - started:.0f}s): {latest[:160]}")
-                # wake early when the process exits, else probe again after the interval
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(group.process.wait()), timeout=probe.interval)
+            except OSError:
+                continue
+            theirs_started = process_start_ticks(pid)
+            if ours_started is not None and theirs_started is not None and theirs_started < ours_started:
+                strangers.append(pid)
+            else:
+                return  # started after ours, e.g. a proxy our command set up: give it the benefit
+        if strangers:
+            shown = ", ".join(f"pid {pid} ({command_line(pid)})" for pid in strangers[:3])
+            reason = f"port {port} is answered by {shown}, which is not this node's process"
+            self._set(ServiceState.FAILED, reason)
+            self._record(reason)
+            raise ServiceError(ctx.node_id, reason, hint="stop that process or give this node another `port:`")
 
     def _probe_text(self) -> str:
         spec = self.spec
+        host = _url_host(_probe_host(spec.host))
         if spec.readiness.http:
-            return f"GET http://{spec.host}:{spec.port}{spec.readiness.http}"
+            expected = f" = {spec.readiness.status}" if spec.readiness.status is not None else ""
+            return f"GET http://{host}:{spec.port}{spec.readiness.http}{expected}"
         if spec.readiness.tcp:
-            return f"TCP {spec.host}:{spec.port}"
+            return f"TCP {host}:{spec.port}"
         return "process start"
 
     async def _probe(self, client: httpx.AsyncClient) -> bool:
         spec = self.spec
         probe = spec.readiness
+        host = _probe_host(spec.host)
         if probe.http:
             try:
-                response = await client.get(f"http://{spec.host}:{spec.port}{probe.http}")
+                response = await client.get(f"http://{_url_host(host)}:{spec.port}{probe.http}")
             except httpx.HTTPError:
                 return False
             if probe.status is not None:
@@ -203,7 +352,7 @@ class ProcessStartNode:
             return 200 <= response.status_code < 300
         if probe.tcp:
             try:
-                _reader, writer = await asyncio.wait_for(asyncio.open_connection(spec.host, spec.port), timeout=2.0)
+                _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, spec.port), timeout=2.0)
             except (OSError, TimeoutError):
                 return False
             writer.close()
@@ -215,6 +364,18 @@ class ProcessStartNode:
     # -- liveness and restart ----------------------------------------------------------------
 
     async def _supervise(self, ctx: ServiceContext) -> None:
+        try:
+            await self._supervise_loop(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not leave the node "restarting" forever
+            reason = f"supervision failed: {type(exc).__name__}: {exc}"
+            self._set(ServiceState.FAILED, reason)
+            self._record(reason)
+            ctx.log(f"[{ctx.node_id}] {reason}")
+            self._notify(ctx)
+
+    async def _supervise_loop(self, ctx: ServiceContext) -> None:
         restart = self.spec.restart
         failures = 0
         while not self._stopping:
@@ -222,51 +383,117 @@ class ProcessStartNode:
             if group is None:
                 return
             up_since = time.monotonic()
-            code = await group.wait()
+            code = await group.process.wait()
             if self._stopping:
                 return
-            await group.stop(1.0)  # what the leader left behind in its group goes too
-            reason = f"exited with code {code}"
+            # tell the owner first, at once: runs in flight fail, /ready turns 503
+            reason = describe_exit(code)
             self._set(ServiceState.FAILED, reason)
-            ctx.log(f"[{ctx.node_id}] {reason}; last output: {self._tail[-1] if self._tail else '-'}")
             self._notify(ctx)
+            await group.drain_output(0.2)  # its last words, when they come at once
+            self._report_exit(ctx, group, reason)
+            await group.stop(min(self.spec.stop_timeout, 1.0))  # what the leader left behind goes too
             if restart.policy == "never" or (restart.policy == "on-failure" and code == 0):
                 return
-            if time.monotonic() - up_since > 60:
+            if time.monotonic() - up_since >= restart.reset_after:
                 failures = 0
             while not self._stopping:
                 if failures >= restart.max_restarts:
-                    self._set(ServiceState.FAILED, f"{reason}; gave up after {failures} restarts")
+                    given_up = f"{reason}; gave up after {failures} restarts"
+                    self._set(ServiceState.FAILED, given_up)
+                    self._record(given_up)
+                    ctx.log(f"[{ctx.node_id}] {given_up}")
                     self._notify(ctx)
                     return
                 delay = min(restart.backoff * (2**failures), restart.max_backoff)
                 failures += 1
-                self._set(ServiceState.RESTARTING, f"{reason}; restart {failures} in {delay:g}s")
+                self._set(ServiceState.RESTARTING, f"{reason}; restart {failures} of {restart.max_restarts} in {delay:g}s")
                 self.status.restarts += 1
                 self._notify(ctx)
-                await asyncio.sleep(delay)  # backoff between restarts, not synchronisation
+                await asyncio.sleep(delay)  # the backoff itself; stop() cancels it
                 try:
                     await self._launch_until_ready(ctx)
                 except ServiceError as exc:
-                    ctx.log(f"[{ctx.node_id}] restart failed: {exc.message.splitlines()[0]}")
+                    reason = exc.message.removeprefix(f"service '{ctx.node_id}': ").splitlines()[0]
+                    ctx.log(f"[{ctx.node_id}] restart failed: {reason}")
                     continue
                 self._notify(ctx)
                 break
 
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _report_exit(self, ctx: ServiceContext, group: ProcessGroup, reason: str) -> None:
+        if self._reported_exit == group.pid:
+            return
+        self._reported_exit = group.pid
+        last = self._tail[-1] if self._tail else "-"
+        self._record(f"{reason}; last output: {last}")
+        ctx.log(f"[{ctx.node_id}] {reason}; last output: {last}")
+
     def _notify(self, ctx: ServiceContext) -> None:
         if ctx.on_change is not None:
-            ctx.on_change(ctx.node_id, self.status)
+            try:
+                ctx.on_change(ctx.node_id, self.status)
+            except Exception as exc:  # the owner's bug must not stop supervision
+                ctx.log(f"[{ctx.node_id}] on_change failed: {exc!r}")
 
     def _set(self, state: ServiceState, reason: str | None) -> None:
         self.status.state = state
         self.status.reason = reason
-        self.status.pid = self._group.pid if self._group and state is not ServiceState.FAILED else None
+        alive = self._group is not None and self._group.returncode is None
+        self.status.pid = self._group.pid if alive and state is not ServiceState.FAILED else None
+
+    def _latest(self) -> str:
+        return self.status.last_log or (self._tail[-1] if self._tail else "no output yet")
 
     def _on_line(self, line: str) -> None:
         self._tail.append(line)
         self.status.last_log = line
-        if self._log_file is not None:
-            with contextlib.suppress(ValueError):
-                self._log_file.write(line + "\n")
+        self._write_log(line)
         if self._ctx is not None:
             self._ctx.log(f"[{self._ctx.node_id}] {line}")
+
+    def _on_partial(self, text: str) -> None:
+        # a line redrawn in place (a progress bar): remembered for progress, not logged
+        self.status.last_log = text
+
+    def _record(self, event: str) -> None:
+        """A supervision event, in the node's log file beside the process's own lines."""
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        self._write_log(f"[flowctl {stamp}] {event}")
+
+    def _write_log(self, line: str) -> None:
+        if self._log_file is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._log_file.write(line + "\n")
+
+    def _open_log(self, ctx: ServiceContext) -> None:
+        self._close_log()
+        log_dir = ctx.state_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / f"{ctx.node_id}.log"
+        with contextlib.suppress(OSError):
+            if path.stat().st_size > LOG_ROTATE_BYTES:
+                path.replace(path.with_name(path.name + ".1"))
+        self._log_file = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+
+    def _close_log(self) -> None:
+        log_file, self._log_file = self._log_file, None
+        if log_file is not None:
+            with contextlib.suppress(OSError):
+                log_file.close()
+
+
+def _probe_host(host: str) -> str:
+    """Where to probe a server bound to `host`: the wildcard is reached on loopback."""
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def _url_host(host: str) -> str:
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host

@@ -43,3 +43,16 @@ def fake_vllm(tmp_path: Path) -> Iterator[Callable[..., FakeServer]]:
     for server in servers:
         with contextlib.suppress(OSError):
             server.stop(grace=2.0)
+
+
+@pytest.fixture
+def flowctl_up(tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``flowctl_up(flow_text_or_path, extra_args=(), **kw) -> UpHandle``, a real
+    ``flowctl up`` subprocess on free ports, ready (``/api/ready`` 200) unless
+    ``wait_ready=False``. See tests/support/flowctl_up.py (``fake_flow_yaml`` writes a flow
+    over the fake vLLM server). Every one started is SIGTERMed (then killed) at teardown."""
+    from support.flowctl_up import UpFactory
+
+    factory = UpFactory(tmp_path)
+    yield factory
+    factory.close()

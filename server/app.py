@@ -1,0 +1,77 @@
+"""The Litestar app factory: one app per served flow, composed from routers.
+
+    app = create_app(host, api_key=os.environ.get("FLOWCTL_API_KEY"))
+    uvicorn.run(app, port=8080)
+
+Each feature is one module exporting a router factory; adding one (the OpenAI facade at
+`/v1`, `/metrics`) is one import and one entry in `_routers` below. The web UI is a second
+app (`server/ui.py`) served on its own port by the same process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from litestar import Litestar, Router
+from litestar.openapi import OpenAPIConfig
+
+from ..engine.host import FlowHost
+from .auth import api_key_middleware
+from .errors import EXCEPTION_HANDLERS
+from .metrics import metrics_router
+from .openai_facade import openai_router
+from .routes_api import ServerContext, api_router
+from .routes_compat import compat_router
+
+#: `: keep-alive` comment interval for SSE streams; FLOWCTL_SSE_KEEPALIVE overrides it
+DEFAULT_KEEPALIVE = 15.0
+
+
+def default_keepalive() -> float:
+    try:
+        return float(os.environ.get("FLOWCTL_SSE_KEEPALIVE", DEFAULT_KEEPALIVE))
+    except ValueError:
+        return DEFAULT_KEEPALIVE
+
+
+def _routers(ctx: ServerContext, base_path: str) -> list[Router]:
+    return [
+        api_router(ctx, base_path),
+        compat_router(ctx, base_path),
+        openai_router(ctx),  # server/openai_facade.py: /v1/models, /v1/chat/completions
+        metrics_router(ctx),  # server/metrics.py: /metrics
+    ]
+
+
+def health_path(base_path: str) -> str:
+    return f"{base_path}/health"
+
+
+def create_app(host: FlowHost, *, api_key: str | None = None, ctx: ServerContext | None = None, keepalive: float | None = None) -> Litestar:
+    """The API app for `host`'s flow, under the flow's `server.base_path`. With `api_key`,
+    every route but `{base_path}/health` needs `Authorization: Bearer <api_key>`."""
+    ctx = ctx or ServerContext(host=host, keepalive=default_keepalive() if keepalive is None else keepalive)
+    server = host.flow.server
+    base = server.base_path
+    exempt_path = health_path(base)
+    return Litestar(
+        route_handlers=_routers(ctx, base),
+        middleware=api_key_middleware(api_key, exempt=lambda path: path == exempt_path),
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=server.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="flowctl", version=_version(), path=f"{base}/schema", description=f"flowctl serving {host.flow.name}"),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+AppFactory = Callable[..., Litestar]
+
+__all__ = ["DEFAULT_KEEPALIVE", "ServerContext", "create_app", "default_keepalive", "health_path"]

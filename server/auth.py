@@ -1,0 +1,80 @@
+"""The API key rule: with `FLOWCTL_API_KEY` set, every request but the exempt ones (liveness,
+the web UI's static files) must carry `Authorization: Bearer <key>`.
+
+`flowctl up` refuses to bind a non-loopback address without a key unless `--insecure`
+(see `serve.check_bind`); with a key set it is required on loopback too.
+
+A raw ASGI middleware (no Litestar request object is built) so it costs next to nothing on
+the hot path. Paths under `/v1/` get OpenAI's error body, the others flowctl's.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Iterable
+
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+ENV_VAR = "FLOWCTL_API_KEY"
+
+
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer":
+                return token.strip()
+            return None
+    return None
+
+
+class ApiKeyMiddleware:
+    """Wraps an ASGI app; `exempt(path)` says which paths need no key."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str, exempt: Callable[[str], bool]) -> None:
+        self.app = app
+        self._key = api_key.encode()
+        self._exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope["headers"])
+        if token is not None and hmac.compare_digest(token, self._key):
+            await self.app(scope, receive, send)
+            return
+        message = "missing API key" if token is None else "wrong API key"
+        hint = "send the key of FLOWCTL_API_KEY as `Authorization: Bearer <key>`"
+        if scope["path"].startswith("/v1/"):
+            body = {"error": {"message": f"{message} ({hint})", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+        else:
+            body = {"error": message, "hint": hint}
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"www-authenticate", b'Bearer realm="flowctl"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+def api_key_middleware(api_key: str | None, exempt: Callable[[str], bool]) -> list[Callable[[ASGIApp], ASGIApp]]:
+    """For `Litestar(middleware=...)`: empty when no key is set."""
+    if not api_key:
+        return []
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        return ApiKeyMiddleware(app, api_key=api_key, exempt=exempt)
+
+    return [factory]
+
+
+__all__ = ["ENV_VAR", "ApiKeyMiddleware", "api_key_middleware", "bearer_token"]

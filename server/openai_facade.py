@@ -1,0 +1,421 @@
+"""The OpenAI-compatible facade (SPEC §9), at the app's root so `base_url=".../v1"` works.
+
+    GET  /v1/models                  each text-output workflow, as a model
+    GET  /v1/models/{model}          one of them
+    POST /v1/chat/completions        run the workflow named by `model`
+
+A workflow whose output is a text stream (or a plain value, read as text) is a model named
+by its workflow id, or by its `openai.model`. The chat request becomes the run's input:
+
+- an input named `messages` gets the whole message list, as sent;
+- an input named `prompt` gets the last user message's content (text parts joined by `\\n`);
+- `temperature`, `max_tokens` (or `max_completion_tokens`), `top_p`, `stop` fill same-named
+  inputs when the request has them;
+- `openai.inputs` (native form) overrides any of these: `{INPUT: TEMPLATE}` with templates
+  over the request body as source `request` (and `env`), checked when the flow compiles.
+
+`stream: true` answers with OpenAI's chunk stream: a role delta, one content delta per chunk
+the workflow streams (token for token), a final chunk carrying `finish_reason`, then
+`data: [DONE]`. A failure after the stream began is a `data: {"error": {...}}` event (the
+`openai` package raises it as `APIError`) followed by `data: [DONE]`. Otherwise the answer is
+one `chat.completion`. Errors before the run use OpenAI's body
+`{"error": {"message", "type", "param", "code"}}`: 400 for a bad request (including inputs
+that do not cast), 404 for an unknown model, 429 when the workflow's queue is full, 503 when a
+service is not ready. A client that goes away cancels the run and closes the upstream request,
+as on the native route (the same `RunResponse` drives both).
+
+The per-token path does one string concatenation and a C-level JSON escape of the token: the
+JSON around it is fixed per run and built once (`ChunkEncoder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Mapping
+from json.encoder import encode_basestring  # type: ignore[attr-defined]  # C-accelerated
+from typing import Any
+
+from litestar import Request, Router, get, post
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+from litestar.types import ASGIApp, Receive, Scope, Send
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..engine.errors import FlowctlError, InputError, TemplateError
+from ..engine.graph import CompiledFlow, CompiledWorkflow
+from ..engine.host import Busy, FlowHost
+from ..engine.runs import RunRecord, RunStatus
+from ..engine.scheduler import chunk_text
+from .errors import describe
+from .routes_api import ServerContext
+from .streaming import RunResponse, _absorb_interrupt
+
+#: request fields that fill workflow inputs of the same name when the request has them
+SAMPLING_FIELDS = ("temperature", "max_tokens", "top_p", "stop")
+
+# -- the request --------------------------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields of OpenAI's chat request the facade reads; other keys are accepted and
+    ignored (they stay visible to `openai.inputs` templates as `request.<key>`)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1)
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, *, type: str | None = None, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _error_type(status)
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def openai_error(exc: BaseException) -> OpenAIError:
+    """Any exception as an OpenAI error (unexpected ones are logged, the client gets an id)."""
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, InputError):
+        return OpenAIError(400, str(exc), param=exc.field, code="invalid_input")
+    status, body, _ = describe(exc)
+    message = str(body.get("error", "error"))
+    if "id" in body and status == 500 and not isinstance(exc, FlowctlError | HTTPException):
+        message = f"internal error (id {body['id']})"
+    code = {404: "model_not_found", 413: "request_too_large", 429: "rate_limit_exceeded", 502: "upstream_error", 503: "service_unavailable"}.get(status)
+    if isinstance(exc, HTTPException) and status < 500:
+        code = code or "invalid_request"
+    return OpenAIError(status, message, param=body.get("field"), code=code)
+
+
+class JSONAnswer:
+    """A tiny ASGI app answering one JSON body (so handlers can return either this or a run)."""
+
+    __slots__ = ("status", "payload", "headers")
+
+    def __init__(self, status: int, body: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        self.status = status
+        self.payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.payload)).encode()), *self.headers]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.payload, "more_body": False})
+
+
+def error_answer(exc: BaseException) -> JSONAnswer:
+    error = openai_error(exc)
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if error.status in (429, 503):
+        headers = ((b"retry-after", b"1" if error.status == 429 else b"5"),)
+    return JSONAnswer(error.status, error.body(), headers)
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+def is_model(workflow: CompiledWorkflow) -> bool:
+    """A workflow answers chat requests when its output reads as text (or it says it does)."""
+    return workflow.openai is not None or workflow.output_type in ("stream/text", "value")
+
+
+def model_name(workflow: CompiledWorkflow) -> str:
+    return workflow.openai.model if workflow.openai is not None and workflow.openai.model else workflow.id
+
+
+def models_of(flow: CompiledFlow) -> dict[str, CompiledWorkflow]:
+    """Model name -> workflow (the first workflow claiming a name wins)."""
+    models: dict[str, CompiledWorkflow] = {}
+    for workflow in flow.workflows.values():
+        if is_model(workflow):
+            models.setdefault(model_name(workflow), workflow)
+    return models
+
+
+def model_card(name: str, created: int, flow: CompiledFlow) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": f"flowctl:{flow.name}"}
+
+
+# -- the mapping -----------------------------------------------------------------------------------
+
+
+def message_text(content: Any) -> str:
+    """A message's content as text: a string as is, content parts' texts joined by `\\n`."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def map_inputs(workflow: CompiledWorkflow, request: ChatCompletionRequest, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's raw input for a chat request (SPEC §9); validated by `host.prepare` after."""
+    inputs = workflow.inputs
+    raw: dict[str, Any] = {}
+    if "messages" in inputs:
+        raw["messages"] = body["messages"]
+    if "prompt" in inputs and "prompt" not in workflow.openai_inputs:
+        for message in reversed(body["messages"]):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                raw["prompt"] = message_text(message.get("content"))
+                break
+        else:
+            if inputs["prompt"].required:
+                raise OpenAIError(400, "the request has no user message to use as the workflow's `prompt`", param="messages")
+    values = {
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens if request.max_tokens is not None else request.max_completion_tokens,
+        "top_p": request.top_p,
+        "stop": request.stop,
+    }
+    for name in SAMPLING_FIELDS:
+        if name in inputs and values[name] is not None:
+            raw[name] = values[name]
+    if workflow.openai_inputs:
+        scope = {"request": body, "env": os.environ}
+        for name, template in workflow.openai_inputs.items():
+            try:
+                raw[name] = template.render(scope)
+            except TemplateError as exc:
+                raise OpenAIError(400, f"input '{name}' (openai.inputs): {exc}", param=name, code="invalid_input") from None
+    return raw
+
+
+def parse_request(raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """The request body, checked: (model, raw JSON). Raises OpenAIError(400)."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OpenAIError(400, f"the request body is not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the request body must be a JSON object")
+    try:
+        request = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        more = exc.error_count() - 1
+        message = f"{param}: {first['msg']}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+        raise OpenAIError(400, message, param=param) from None
+    if request.n not in (None, 1):
+        raise OpenAIError(400, "only n=1 is supported", param="n")
+    return request, body
+
+
+# -- the answers ------------------------------------------------------------------------------------
+
+
+class ChunkEncoder:
+    """OpenAI `chat.completion.chunk` events for one run, as bytes. Everything but the token's
+    text is formatted once, here.
+
+        >>> enc = ChunkEncoder("chatcmpl-1", "chat", 1700000000)
+        >>> enc.content('say "hi"')
+        b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"chat","choices":[{"index":0,"delta":{"content":"say \\\\"hi\\\\""},"logprobs":null,"finish_reason":null}]}\\n\\n'
+    """
+
+    DONE = b"data: [DONE]\n\n"
+
+    __slots__ = ("_head", "_prefix", "_suffix")
+
+    def __init__(self, completion_id: str, model: str, created: int) -> None:
+        self._head = f'data: {{"id":{encode_basestring(completion_id)},"object":"chat.completion.chunk","created":{created},"model":{encode_basestring(model)},"choices":[{{"index":0,"delta":'
+        self._prefix = self._head + '{"content":'
+        self._suffix = '},"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def content(self, text: str) -> bytes:
+        return (self._prefix + encode_basestring(text) + self._suffix).encode()
+
+    def role(self) -> bytes:
+        return (self._head + '{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n').encode()
+
+    def finish(self, reason: str = "stop") -> bytes:
+        return (self._head + f'{{}},"logprobs":null,"finish_reason":{encode_basestring(reason)}}}]}}\n\n').encode()
+
+    @staticmethod
+    def error(error: OpenAIError) -> bytes:
+        return b"data: " + json.dumps(error.body(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+class ChatStream(RunResponse):
+    """`RunResponse` (its disconnect watcher, keep-alive comments and cancellation) with
+    OpenAI's chunk stream as the body instead of flowctl's SSE events."""
+
+    def __init__(self, host: FlowHost, run: Any, *, model: str, keepalive: float | None) -> None:
+        super().__init__(host, run, sse=True, keepalive=keepalive)
+        self.encoder = ChunkEncoder(f"chatcmpl-{run.record.id}", model, int(run.record.created))
+
+    async def _stream(self, send: Send) -> None:
+        record = self.run.record
+        loop = asyncio.get_running_loop()
+        encoder = self.encoder
+        content = encoder.content
+        stream = self.host.stream(self.run)
+        failure: OpenAIError | None = None
+        try:
+            self._busy = True
+            await send({"type": "http.response.body", "body": encoder.role(), "more_body": True})
+            self._busy = False
+            try:
+                async for chunk in stream:
+                    text = chunk if chunk.__class__ is str else chunk_text(chunk)
+                    if not text:
+                        continue
+                    self._busy = True
+                    await send({"type": "http.response.body", "body": content(text), "more_body": True})
+                    self._busy = False
+                    self._last = loop.time()
+            except asyncio.CancelledError:
+                if not _absorb_interrupt(record):
+                    raise
+                await stream.aclose()
+            except Exception as exc:
+                failure = openai_error(exc)
+            if failure is None and record.status is not RunStatus.SUCCEEDED:
+                failure = _unfinished(record)
+            end = encoder.finish() if failure is None else encoder.error(failure)
+            self._busy = True
+            if not self._gone:
+                await send({"type": "http.response.body", "body": end + ChunkEncoder.DONE, "more_body": False})
+        finally:
+            await stream.aclose()
+
+
+def _unfinished(record: RunRecord) -> OpenAIError:
+    """A run that ended without a failure raised to us: cancelled from outside, or failed."""
+    if record.status is RunStatus.CANCELLED:
+        return OpenAIError(499, f"the run was cancelled ({record.error or 'cancelled'})", type="server_error", code="cancelled")
+    return OpenAIError(500, record.error or "the run failed", code="run_failed")
+
+
+def completion_renderer(model: str):  # noqa: ANN201 - streaming.Render
+    """`RunResponse`'s render hook: a collected run as one `chat.completion`."""
+
+    def render(record: RunRecord, output: Any, error: BaseException | None) -> tuple[int, Any]:
+        if error is None and record.status is not RunStatus.SUCCEEDED:
+            error = _unfinished(record)
+        if error is not None:
+            failure = openai_error(error)
+            return (500 if failure.status == 499 else failure.status), failure.body()
+        text = "" if output is None else output if isinstance(output, str) else chunk_text(output)
+        return 200, {
+            "id": f"chatcmpl-{record.id}",
+            "object": "chat.completion",
+            "created": int(record.created),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}],
+        }
+
+    return render
+
+
+# -- the router --------------------------------------------------------------------------------------
+
+
+def openai_router(ctx: ServerContext) -> Router:
+    """`/v1/models`, `/v1/models/{model}` and `/v1/chat/completions`, mounted at the root."""
+    host = ctx.host
+    started = int(time.time())
+    cache: list[Any] = [None, {}]
+
+    def models() -> dict[str, CompiledWorkflow]:
+        flow = host.flow
+        if cache[0] is not flow:  # a reload swapped the graph
+            cache[0], cache[1] = flow, models_of(flow)
+        return cache[1]
+
+    def unknown(name: str) -> OpenAIError:
+        known = ", ".join(models()) or "none"
+        return OpenAIError(404, f"The model `{name}` does not exist (models: {known})", param="model", code="model_not_found")
+
+    @get("/v1/models", sync_to_thread=False)
+    def list_models() -> ASGIApp:
+        flow = host.flow
+        return JSONAnswer(200, {"object": "list", "data": [model_card(name, started, flow) for name in models()]})
+
+    @get("/v1/models/{model:path}", sync_to_thread=False)
+    def retrieve_model(model: FromPath[str]) -> ASGIApp:
+        name = model.lstrip("/")
+        if name not in models():
+            return error_answer(unknown(name))
+        return JSONAnswer(200, model_card(name, started, host.flow))
+
+    @post("/v1/chat/completions")
+    async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
+        try:
+            try:
+                raw = await request.body()
+            except HTTPException as exc:
+                return error_answer(exc)
+            chat, body = parse_request(raw)
+            workflow = models().get(chat.model)
+            if workflow is None:
+                return error_answer(unknown(chat.model))
+            if host.would_queue_overflow(workflow):
+                raise Busy(f"model '{chat.model}' is at its concurrency limit and its queue is full", hint="retry later")
+            run = host.prepare(workflow.id, map_inputs(workflow, chat, body))
+        except Exception as exc:
+            return error_answer(exc)
+        if chat.stream:
+            return ChatStream(host, run, model=chat.model, keepalive=ctx.keepalive)
+        return RunResponse(host, run, sse=False, render=completion_renderer(chat.model))
+
+    return Router(path="/", route_handlers=[list_models, retrieve_model, chat_completions], tags=["openai"])
+
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatStream",
+    "ChunkEncoder",
+    "OpenAIError",
+    "map_inputs",
+    "model_name",
+    "models_of",
+    "openai_error",
+    "openai_router",
+]

@@ -1,0 +1,130 @@
+"""model-compose's HTTP API, so its clients keep working against flowctl (under base_path).
+
+    POST /workflows/runs   {"workflow_id", "input", "output_only", "wait_for_completion"}
+    GET  /tasks/{task_id}  {"task_id", "status", "output", "error"}  (`?output_only=true`)
+
+- `workflow_id` missing or null: the default workflow.
+- `wait_for_completion: false`: 202 `{"run_id", "task_id", "status"}` at once; the run goes
+  on in the background, pollable with `GET /runs/{id}` or `GET /tasks/{id}`.
+- `output_only: true` and a streamed output: `text/event-stream`, one `data: CHUNK` event per
+  chunk as model-compose sends it, plus flowctl's `id:` lines and end event (clients that
+  read only `data:` lines see exactly model-compose's stream).
+- `output_only: true` otherwise: the output itself as JSON.
+- `output_only: false`: `{"run_id", "task_id", "status", "output"}` once it ends, a streamed
+  output collected into its text.
+
+`status` uses model-compose's words here (`pending`, `processing`, `completed`, `failed`);
+the native routes use flowctl's (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.di import Provide
+from litestar.types import ASGIApp
+
+from ..engine.runs import RunRecord, RunStatus
+from .errors import BadRequest, RunNotFound, describe
+from .routes_api import FromPath, FromQuery, NamedDependency, ServerContext, input_of, prepare, read_json_object, wants_sse
+from .streaming import RunResponse, run_in_background
+
+_STATUS = {
+    RunStatus.QUEUED: "pending",
+    RunStatus.RUNNING: "processing",
+    RunStatus.SUCCEEDED: "completed",
+    RunStatus.FAILED: "failed",
+    RunStatus.CANCELLED: "failed",
+}
+
+
+def task_result(record: RunRecord, output: Any = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"run_id": record.id, "task_id": record.id, "status": _STATUS[record.status], "output": output}
+    if record.status is RunStatus.CANCELLED:
+        result["error"] = record.error or "cancelled"
+    elif record.error:
+        result["error"] = record.error
+    return result
+
+
+def _render_result(record: RunRecord, output: Any, error: BaseException | None) -> tuple[int, Any]:
+    body = task_result(record, output)
+    if error is not None:
+        status, err, _ = describe(error)
+        body["status"], body["error"] = "failed", err["error"]
+        return status, body
+    return 200, body
+
+
+def _render_output(record: RunRecord, output: Any, error: BaseException | None) -> tuple[int, Any]:
+    if error is not None:
+        status, err, _ = describe(error)
+        return status, {**err, "run_id": record.id}
+    if record.status is not RunStatus.SUCCEEDED:
+        return 500, {"error": record.error or f"the run {record.status.value}", "run_id": record.id}
+    return 200, output
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequest(f"`{name}` must be true or false", field=name, status=422)
+    return value
+
+
+@post("/workflows/runs")
+async def run_workflow(ctx: NamedDependency[ServerContext], request: Request[Any, Any, Any]) -> ASGIApp:
+    body = await read_json_object(request)
+    workflow_id = body.get("workflow_id")
+    if workflow_id is not None and not isinstance(workflow_id, str):
+        raise BadRequest("`workflow_id` must be a string", field="workflow_id", status=422)
+    output_only = _flag(body, "output_only", False)
+    wait = _flag(body, "wait_for_completion", True)
+    if output_only and not wait:
+        raise BadRequest("output_only requires wait_for_completion=true", field="output_only")
+    run = prepare(ctx.host, workflow_id, input_of(body))
+    if not wait:
+        run_in_background(ctx.host, run, ctx.outputs, ctx.background)
+        return Response(task_result(run.record), status_code=202)
+    if output_only:
+        sse = run.workflow.streams and wants_sse(request)
+        return RunResponse(ctx.host, run, sse=sse, keepalive=ctx.keepalive, render=_render_output)
+    return RunResponse(ctx.host, run, sse=False, render=_render_result)
+
+
+@get("/tasks/{task_id:str}", sync_to_thread=False)
+def get_task(ctx: NamedDependency[ServerContext], task_id: FromPath[str], output_only: FromQuery[bool] = False) -> Response[Any]:
+    record = ctx.host.runs.get(task_id)
+    if record is None:
+        raise RunNotFound(task_id)
+    output = ctx.outputs.get(task_id)
+    if output_only:
+        if not record.status.finished:
+            return Response({"detail": "Task is still in progress."}, status_code=202)
+        return _output_response(record, output)
+    return Response(task_result(record, output))
+
+
+def _output_response(record: RunRecord, output: Any) -> Response[Any]:
+    status, body = _render_output(record, output, None)
+    # encoded here: Litestar would send a bare string as text, not as a JSON string
+    return Response(json.dumps(body, ensure_ascii=False, default=str).encode(), status_code=status, media_type="application/json")
+
+
+COMPAT_HANDLERS = [run_workflow, get_task]
+
+
+def compat_router(ctx: ServerContext, base_path: str) -> Router:
+    return Router(
+        path=base_path or "/",
+        route_handlers=COMPAT_HANDLERS,
+        dependencies={"ctx": Provide(lambda: ctx, use_cache=True, sync_to_thread=False)},
+        tags=["model-compose"],
+    )
+
+
+__all__ = ["COMPAT_HANDLERS", "compat_router", "task_result"]

@@ -1,0 +1,407 @@
+// flowctl web UI: list workflows, a form per workflow from its input JSON Schema, Run /
+// Cancel, the streamed output as it arrives (fetch + ReadableStream, since EventSource
+// cannot POST), the mermaid graph, the services' state and a failed reload (from /ready).
+// The API lives on this same origin under `base_path` (see server/ui.py).
+"use strict";
+
+const state = { base: "/api", workflows: [], current: null, run: null, graphSeq: 0 };
+const $ = (id) => document.getElementById(id);
+
+// -- API access -------------------------------------------------------------------------
+
+function apiKey() { return sessionStorage.getItem("flowctl-api-key") || ""; }
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (apiKey()) headers["Authorization"] = "Bearer " + apiKey();
+  const res = await fetch(state.base + path, Object.assign({}, options, { headers }));
+  if (res.status === 401) askForKey();
+  return res;
+}
+
+function askForKey() {
+  const form = $("key-form");
+  if (!form.hidden) return;
+  form.hidden = false;
+  showMessage("This server needs an API key (FLOWCTL_API_KEY).");
+  $("api-key").focus();
+}
+
+function showMessage(text) {
+  const el = $("message");
+  el.textContent = text || "";
+  el.hidden = !text;
+}
+
+async function errorText(res) {
+  try {
+    const body = await res.json();
+    return body.error || JSON.stringify(body);
+  } catch (e) {
+    return res.status + " " + res.statusText;
+  }
+}
+
+// -- SSE parsing (WHATWG): feed text, get {event, data, id} objects --------------------
+
+function sseParser(onEvent) {
+  let buffer = "", data = [], event = "", id = null;
+  function line(text) {
+    if (text === "") {
+      if (data.length) onEvent({ event: event || "message", data: data.join("\n"), id });
+      data = []; event = "";
+      return;
+    }
+    if (text[0] === ":") return; // comment (keep-alive)
+    const colon = text.indexOf(":");
+    const field = colon < 0 ? text : text.slice(0, colon);
+    let value = colon < 0 ? "" : text.slice(colon + 1);
+    if (value[0] === " ") value = value.slice(1);
+    if (field === "data") data.push(value);
+    else if (field === "event") event = value;
+    else if (field === "id") id = value;
+  }
+  return {
+    feed(chunk) {
+      buffer += chunk;
+      let start = 0;
+      for (let i = 0; i < buffer.length; i++) {
+        const c = buffer[i];
+        if (c === "\n" || c === "\r") {
+          if (c === "\r" && i + 1 === buffer.length) break; // may be \r\n split across reads
+          line(buffer.slice(start, i));
+          if (c === "\r" && buffer[i + 1] === "\n") i++;
+          start = i + 1;
+        }
+      }
+      buffer = buffer.slice(start);
+    },
+  };
+}
+
+// -- workflows ----------------------------------------------------------------------------
+
+async function loadWorkflows() {
+  const res = await api("/workflows");
+  if (!res.ok) { showMessage("Cannot list workflows: " + (await errorText(res))); return; }
+  state.workflows = await res.json();
+  const list = $("workflows");
+  list.textContent = "";
+  for (const wf of state.workflows) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = "#/workflows/" + encodeURIComponent(wf.id);
+    a.dataset.workflow = wf.id;
+    a.textContent = wf.title || wf.id;
+    a.title = wf.id + (wf.default ? " (default)" : "");
+    li.appendChild(a);
+    list.appendChild(li);
+  }
+  route();
+}
+
+function route() {
+  const match = location.hash.match(/^#\/workflows\/(.+)$/);
+  let id = match ? decodeURIComponent(match[1]) : null;
+  if (!id || !state.workflows.some((w) => w.id === id)) {
+    const def = state.workflows.find((w) => w.default) || state.workflows[0];
+    id = def ? def.id : null;
+  }
+  if (id) showWorkflow(id);
+}
+
+async function showWorkflow(id) {
+  for (const a of document.querySelectorAll("#workflows a")) {
+    if (a.dataset.workflow === id) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const res = await api("/workflows/" + encodeURIComponent(id));
+  if (!res.ok) { showMessage(await errorText(res)); return; }
+  const wf = await res.json();
+  state.current = wf;
+  $("workflow").hidden = false;
+  $("wf-title").textContent = wf.title || wf.id;
+  $("wf-description").textContent = wf.description || "";
+  buildForm(wf.input || {});
+  $("output").textContent = "";
+  $("output").classList.remove("error");
+  setStatus("");
+  renderGraph(wf.id);
+}
+
+// -- the input form, from JSON Schema -----------------------------------------------------
+
+function buildForm(schema) {
+  const fields = $("fields");
+  fields.textContent = "";
+  const props = schema.properties || {};
+  const required = new Set(schema.required || []);
+  for (const [name, prop] of Object.entries(props)) {
+    const div = document.createElement("div");
+    div.className = "field";
+    div.dataset.field = name;
+    const label = document.createElement("label");
+    const inputId = "input-" + name;
+    label.htmlFor = inputId;
+    label.textContent = (prop.title || name) + (required.has(name) ? " *" : "");
+    const hint = document.createElement("span");
+    hint.className = "hint";
+    hint.textContent = " " + (prop.type || "any") + (prop.description ? " · " + prop.description : "");
+    label.appendChild(hint);
+    div.appendChild(label);
+    let input;
+    const type = prop.type;
+    if (type === "boolean") {
+      input = document.createElement("input");
+      input.type = "checkbox";
+      input.checked = prop.default === true;
+    } else if (type === "number" || type === "integer") {
+      input = document.createElement("input");
+      input.type = "text";
+      input.inputMode = "decimal";
+      if (prop.default !== undefined && prop.default !== null) input.placeholder = String(prop.default);
+    } else if (type === "object" || type === "array" || type === undefined) {
+      input = document.createElement("textarea");
+      input.placeholder = prop.default !== undefined ? JSON.stringify(prop.default) : "JSON";
+      input.dataset.json = "1";
+    } else {
+      const long = /prompt|text|message|content|query|question/i.test(name);
+      input = document.createElement(long ? "textarea" : "input");
+      if (!long) input.type = "text";
+      if (prop.default !== undefined && prop.default !== null) input.placeholder = String(prop.default);
+    }
+    input.id = inputId;
+    input.name = name;
+    input.dataset.type = type || "json";
+    if (required.has(name)) input.required = true;
+    div.appendChild(input);
+    const err = document.createElement("div");
+    err.className = "error";
+    div.appendChild(err);
+    fields.appendChild(div);
+  }
+}
+
+function readForm() {
+  const values = {};
+  for (const input of $("fields").querySelectorAll("input, textarea")) {
+    const name = input.name;
+    const type = input.dataset.type;
+    if (type === "boolean") { values[name] = input.checked; continue; }
+    const raw = input.value;
+    if (raw.trim() === "") continue; // the server fills defaults and names missing fields
+    if (input.dataset.json) {
+      try { values[name] = JSON.parse(raw); } catch (e) { values[name] = raw; }
+    } else if (type === "number" || type === "integer") {
+      const n = Number(raw.trim());
+      values[name] = Number.isFinite(n) ? n : raw; // let the server name a bad value
+    } else {
+      values[name] = raw;
+    }
+  }
+  return values;
+}
+
+function markField(name, message) {
+  for (const div of $("fields").querySelectorAll(".field")) {
+    const hit = div.dataset.field === name;
+    div.classList.toggle("invalid", hit);
+    div.querySelector(".error").textContent = hit ? message : "";
+  }
+}
+
+// -- running ------------------------------------------------------------------------------
+
+function setStatus(text, status) {
+  const el = $("run-status");
+  el.textContent = text;
+  if (status) el.dataset.status = status; else delete el.dataset.status;
+}
+
+function setRunning(running) {
+  $("run").disabled = running;
+  $("cancel").disabled = !running;
+}
+
+async function startRun(event) {
+  event.preventDefault();
+  const wf = state.current;
+  if (!wf || state.run) return;
+  markField(null, "");
+  const out = $("output");
+  out.textContent = "";
+  out.classList.remove("error");
+  const controller = new AbortController();
+  const run = { id: null, controller, chunks: 0, workflow: wf.id };
+  state.run = run;
+  setRunning(true);
+  setStatus("starting…");
+  try {
+    const res = await api("/workflows/" + encodeURIComponent(wf.id) + "/runs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": wf.streams ? "text/event-stream" : "application/json" },
+      body: JSON.stringify({ input: readForm() }),
+      signal: controller.signal,
+    });
+    run.id = res.headers.get("X-Run-Id");
+    if (!res.ok) {
+      const body = await res.json().catch(() => ({}));
+      if (body.field) markField(body.field, body.error);
+      out.classList.add("error");
+      out.textContent = body.error || (res.status + " " + res.statusText);
+      setStatus("HTTP " + res.status, "failed");
+      return;
+    }
+    const type = res.headers.get("Content-Type") || "";
+    if (!type.startsWith("text/event-stream")) {
+      const body = await res.json();
+      out.textContent = typeof body.output === "string" ? body.output : JSON.stringify(body.output, null, 2);
+      setStatus(body.status + " · " + body.elapsed_ms + " ms", body.status);
+      return;
+    }
+    setStatus("running · run " + (run.id || ""));
+    await readStream(res, run);
+  } catch (e) {
+    if (e.name === "AbortError") setStatus("cancelled", "cancelled");
+    else { setStatus("error: " + e.message, "failed"); }
+  } finally {
+    state.run = null;
+    setRunning(false);
+  }
+}
+
+async function readStream(res, run) {
+  const out = $("output");
+  const text = document.createTextNode("");
+  out.appendChild(text);
+  let finished = false;
+  const parser = sseParser((ev) => {
+    if (ev.event === "message") {
+      run.chunks++;
+      text.appendData(ev.data);
+    } else if (ev.event === "done") {
+      finished = true;
+      const info = JSON.parse(ev.data);
+      setStatus(info.status + " · " + info.chunks + " chunks · " + info.elapsed_ms + " ms", info.status);
+    } else if (ev.event === "error") {
+      finished = true;
+      const info = JSON.parse(ev.data);
+      const err = document.createElement("div");
+      err.className = "stream-error";
+      err.textContent = "\n[error] " + info.message;
+      out.appendChild(err);
+      setStatus("failed", "failed");
+    }
+  });
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    parser.feed(value);
+  }
+  parser.feed("\n\n");
+  if (!finished) setStatus("the stream ended early", "failed");
+}
+
+async function cancelRun() {
+  const run = state.run;
+  if (!run) return;
+  if (run.id) {
+    setStatus("cancelling…");
+    const res = await api("/runs/" + encodeURIComponent(run.id) + "/cancel", { method: "POST" });
+    if (res.ok) return; // the stream ends with `event: done` (status cancelled)
+  }
+  run.controller.abort();
+}
+
+// -- graph --------------------------------------------------------------------------------
+
+async function renderGraph(id) {
+  const box = $("graph");
+  const seq = ++state.graphSeq;
+  box.textContent = "";
+  const res = await api("/workflows/" + encodeURIComponent(id) + "/graph");
+  if (!res.ok) { box.textContent = await errorText(res); return; }
+  const text = await res.text();
+  if (seq !== state.graphSeq) return;
+  if (!window.mermaid) { box.textContent = text; return; }
+  try {
+    const { svg } = await window.mermaid.render("flowctl-graph-" + seq, text);
+    if (seq === state.graphSeq) box.innerHTML = svg;
+  } catch (e) {
+    const pre = document.createElement("pre");
+    pre.textContent = text;
+    box.appendChild(pre);
+  }
+}
+
+// -- readiness: services and the last failed reload -----------------------------------------
+
+async function pollReady() {
+  try {
+    const res = await api("/ready");
+    if (res.status === 401) return;
+    const body = await res.json();
+    const badge = $("readiness");
+    badge.dataset.ready = String(!!body.ready);
+    badge.textContent = body.ready ? "ready" : "not ready";
+    badge.title = body.not_ready ? Object.entries(body.not_ready).map(([k, v]) => k + ": " + v).join("\n") : "GET /ready";
+    const list = $("services");
+    list.textContent = "";
+    for (const [node, svc] of Object.entries(body.services || {})) {
+      const li = document.createElement("li");
+      li.dataset.node = node;
+      li.dataset.state = svc.state;
+      const name = document.createElement("span");
+      name.textContent = node;
+      const st = document.createElement("span");
+      st.className = "state";
+      st.textContent = svc.state + (svc.restarts ? " (" + svc.restarts + " restarts)" : "");
+      li.append(name, st);
+      if (svc.reason) {
+        const why = document.createElement("span");
+        why.className = "reason";
+        why.textContent = svc.reason;
+        li.appendChild(why);
+      }
+      list.appendChild(li);
+    }
+    const banner = $("reload-error");
+    banner.hidden = !body.reload_error;
+    banner.textContent = body.reload_error ? "Reload failed; still serving the previous version:\n" + body.reload_error : "";
+  } catch (e) {
+    const badge = $("readiness");
+    badge.dataset.ready = "false";
+    badge.textContent = "unreachable";
+  }
+}
+
+// -- start ---------------------------------------------------------------------------------
+
+async function main() {
+  try {
+    const cfg = await (await fetch("/ui-config.json")).json();
+    state.base = cfg.base_path;
+    $("flow-name").textContent = cfg.flow || "";
+    document.title = "flowctl · " + (cfg.flow || "");
+  } catch (e) { /* keep the defaults */ }
+  if (window.mermaid) window.mermaid.initialize({ startOnLoad: false, securityLevel: "strict", theme: "neutral" });
+  $("run-form").addEventListener("submit", startRun);
+  $("cancel").addEventListener("click", cancelRun);
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("flowctl-api-key", $("api-key").value);
+    $("key-form").hidden = true;
+    showMessage("");
+    loadWorkflows();
+    pollReady();
+  });
+  window.addEventListener("hashchange", route);
+  await loadWorkflows();
+  await pollReady();
+  // `?poll=MS` polls /ready more often (tests); 2 s otherwise
+  const poll = Number(new URLSearchParams(location.search).get("poll")) || 2000;
+  setInterval(pollReady, Math.max(100, poll));
+}
+
+main();

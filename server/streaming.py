@@ -1,0 +1,251 @@
+"""Answer one run over HTTP: as an SSE stream, or collected into one JSON body.
+
+`RunResponse` is a raw ASGI app a route handler returns. It drives `host.stream(run)` in the
+request's own task (no task per chunk, no queue between the engine and the socket) and
+writes each chunk straight to the ASGI `send`:
+
+- A watcher task (one per response) waits on `receive()`. When the client goes away it
+  interrupts the run (`record.interrupt`), which cancels this task wherever it waits; the
+  engine closes its iterators and with them the upstream HTTP request. For SSE it also
+  sends a `: keep-alive` comment when nothing was written for `keepalive` seconds.
+- A run stopped from outside (`POST /runs/{id}/cancel`, a service going down, shutdown)
+  ends the stream with `event: done` (status `cancelled`) or `event: error`.
+
+`run_in_background` runs one with nobody listening (model-compose's
+`wait_for_completion: false`), keeping the output for `GET /runs/{id}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from litestar.types import Receive, Scope, Send
+
+from ..engine.errors import FlowctlError
+from ..engine.host import FlowHost, PreparedRun
+from ..engine.runs import RunRecord, RunStatus
+from ..engine.scheduler import chunk_text
+from .errors import describe, log_unexpected
+from .sse import HEADERS, KEEP_ALIVE, done_event, encode_chunk, error_event
+
+#: (record, output, error or None) -> (HTTP status, JSON body) for a collected run
+Render = Callable[[RunRecord, Any, BaseException | None], tuple[int, Any]]
+
+
+def collect_output(output_type: str, values: list[Any]) -> Any:
+    """A run's chunks as one value: text streams joined, JSON streams as a list, a plain
+    output as its one value."""
+    if output_type == "stream/json":
+        return values
+    if output_type.startswith("stream/"):
+        return "".join([v if v.__class__ is str else chunk_text(v) for v in values])
+    if len(values) == 1:
+        return values[0]
+    if values and all(isinstance(v, str) for v in values):
+        return "".join(values)
+    return values if values else None
+
+
+def render_native(record: RunRecord, output: Any, error: BaseException | None) -> tuple[int, Any]:
+    """The body of `POST /workflows/{id}/runs` answered as JSON."""
+    body = {"run_id": record.id, "status": record.status.value, "output": output, "chunks": record.chunks, "elapsed_ms": record.elapsed_ms}
+    if error is not None:
+        status, err, _ = describe(error)
+        return status, {**err, **body, "status": RunStatus.FAILED.value}
+    if record.error:
+        body["error"] = record.error
+    return 200, body
+
+
+class OutputStore:
+    """Outputs of runs that ran with nobody listening, for `GET /runs/{id}` (bounded)."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self._keep = keep
+        self._items: OrderedDict[str, Any] = OrderedDict()
+
+    def __setitem__(self, run_id: str, output: Any) -> None:
+        self._items[run_id] = output
+        while len(self._items) > self._keep:
+            self._items.popitem(last=False)
+
+    def get(self, run_id: str, default: Any = None) -> Any:
+        return self._items.get(run_id, default)
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._items
+
+
+class RunResponse:
+    """An ASGI app that runs `run` and answers with its output (see the module docstring)."""
+
+    def __init__(
+        self,
+        host: FlowHost,
+        run: PreparedRun,
+        *,
+        sse: bool,
+        keepalive: float | None = 15.0,
+        render: Render = render_native,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        self.host = host
+        self.run = run
+        self.sse = sse
+        self.keepalive = keepalive if sse and keepalive and keepalive > 0 else None
+        self.render = render
+        self.headers = ((b"x-run-id", run.record.id.encode()), *headers)
+        self._last = 0.0
+        self._busy = False  # the main task is writing (or has written the end): no keep-alive now
+        self._gone = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        if self.sse:
+            await send({"type": "http.response.start", "status": 200, "headers": [*HEADERS, *self.headers]})
+        self._last = loop.time()
+        watcher = loop.create_task(self._watch(receive, send))
+        try:
+            if self.sse:
+                await self._stream(send)
+            else:
+                await self._collect(send)
+        finally:
+            watcher.cancel()
+
+    # -- the two ways to answer --------------------------------------------------------------
+
+    async def _stream(self, send: Send) -> None:
+        record = self.run.record
+        loop = asyncio.get_running_loop()
+        stream = self.host.stream(self.run)
+        seq = 0
+        end: bytes | None = None
+        try:
+            try:
+                async for chunk in stream:
+                    text = chunk if chunk.__class__ is str else chunk_text(chunk)
+                    if not text:
+                        continue
+                    seq += 1
+                    self._busy = True
+                    await send({"type": "http.response.body", "body": encode_chunk(seq, text), "more_body": True})
+                    self._busy = False
+                    self._last = loop.time()
+            except asyncio.CancelledError:
+                # interrupted while writing, not inside the engine: finish the run here
+                if not _absorb_interrupt(record):
+                    raise
+                await stream.aclose()
+            except FlowctlError as exc:
+                end = error_event(str(exc), run_id=record.id)
+            except Exception as exc:  # a bug: log it, tell the client only an id
+                end = error_event(f"internal error (id {log_unexpected(exc)})", run_id=record.id)
+            if end is None:
+                if record.status is RunStatus.FAILED:
+                    end = error_event(record.error or "the run failed", run_id=record.id)
+                else:
+                    end = done_event(record.id, record.status.value, seq, record.elapsed_ms)
+            self._busy = True
+            if not self._gone:
+                await send({"type": "http.response.body", "body": end, "more_body": False})
+        finally:
+            await stream.aclose()
+
+    async def _collect(self, send: Send) -> None:
+        record = self.run.record
+        stream = self.host.stream(self.run)
+        values: list[Any] = []
+        error: BaseException | None = None
+        try:
+            try:
+                async for chunk in stream:
+                    values.append(chunk)
+            except asyncio.CancelledError:
+                if not _absorb_interrupt(record):
+                    raise
+                await stream.aclose()
+            except FlowctlError as exc:
+                error = exc
+            except Exception as exc:
+                error = exc
+        finally:
+            await stream.aclose()
+        if self._gone:
+            return
+        output = collect_output(self.run.workflow.output_type, values)
+        try:
+            status, body = self.render(record, output, error)
+        except Exception as exc:
+            status, body, _ = describe(exc)
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *self.headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    # -- the watcher -------------------------------------------------------------------------
+
+    async def _watch(self, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[Any] = asyncio.ensure_future(receive())
+        try:
+            while True:
+                timeout = None if self.keepalive is None else max(0.0, self._last + self.keepalive - loop.time())
+                done, _ = await asyncio.wait((pending,), timeout=timeout)
+                if done:
+                    message = pending.result()
+                    if message["type"] == "http.disconnect":
+                        self._gone = True
+                        self.run.record.interrupt(RunStatus.CANCELLED, "the client went away")
+                        return
+                    pending = asyncio.ensure_future(receive())
+                    continue
+                if self.keepalive is not None and not self._busy and loop.time() - self._last >= self.keepalive:
+                    self._last = loop.time()
+                    await send({"type": "http.response.body", "body": KEEP_ALIVE, "more_body": True})
+        finally:
+            pending.cancel()
+
+
+def _absorb_interrupt(record: RunRecord) -> bool:
+    """A CancelledError that reached the response, not the engine: if it is the run being
+    interrupted on purpose (cancel, client gone, shutdown), take it back and say True."""
+    if record._stop_reason is None:
+        return False
+    task = asyncio.current_task()
+    if task is not None and task.uncancel() > 0:
+        return False  # cancelled for another reason as well (the server is being killed)
+    return True
+
+
+def run_in_background(host: FlowHost, run: PreparedRun, outputs: OutputStore, tasks: set[asyncio.Task[Any]]) -> asyncio.Task[Any]:
+    """Run with nobody listening; the output lands in `outputs[run_id]` when it ends."""
+
+    async def consume() -> None:
+        values: list[Any] = []
+        try:
+            async for chunk in host.stream(run):
+                values.append(chunk)
+        except FlowctlError:
+            pass  # the record says failed, with the message
+        except Exception as exc:
+            run.record.error = f"internal error (id {log_unexpected(exc)})"
+        finally:
+            outputs[run.record.id] = collect_output(run.workflow.output_type, values)
+
+    task = asyncio.get_running_loop().create_task(consume(), name=f"flowctl-run-{run.record.id}")
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
+__all__ = ["OutputStore", "RunResponse", "collect_output", "render_native", "run_in_background"]

@@ -1,0 +1,127 @@
+"""The web UI in a real headless Chromium (Debian's /usr/bin/chromium via playwright):
+the form is built from the schema, Run streams text in as it arrives, Cancel stops a run,
+the mermaid graph renders as SVG, and the service state shows."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
+from support.procs import free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpHandle]:
+    handle = start_up(fake_flow_yaml(free_port(), tokens=8), tmp_path_factory.mktemp("ui"))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, up: UpHandle):  # type: ignore[no-untyped-def]
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(up.ui + "/")
+    page.wait_for_selector("#workflows a[data-workflow=chat][aria-current=page]")
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def test_run_streams_text_into_the_page(page) -> None:  # type: ignore[no-untyped-def]
+    # the form comes from the JSON Schema: prompt (required), temperature (number)...
+    assert page.get_attribute("#input-prompt", "required") is not None
+    assert page.get_attribute("#input-temperature", "placeholder") == "0.7"
+    page.fill("#input-prompt", "echo: streamed into a real browser")
+    page.fill("#input-delay_ms", "150")
+    page.click("#run")
+    # partial text shows while the run goes on
+    page.wait_for_function("document.querySelector('#output').textContent.startsWith('streamed into')")
+    partial = page.text_content("#output")
+    assert partial != "streamed into a real browser"
+    assert page.is_enabled("#cancel")
+    page.wait_for_selector("#run-status[data-status=succeeded]", timeout=10_000)
+    assert page.text_content("#output") == "streamed into a real browser"
+    assert page.is_enabled("#run") and not page.is_enabled("#cancel")
+
+
+def test_cancel_stops_a_run(page) -> None:  # type: ignore[no-untyped-def]
+    page.fill("#input-prompt", "long")
+    page.fill("#input-tokens", "5000")
+    page.fill("#input-delay_ms", "20")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#output').textContent.length > 5")
+    page.click("#cancel")
+    page.wait_for_selector("#run-status[data-status=cancelled]", timeout=10_000)
+    assert page.is_enabled("#run")
+
+
+def test_a_bad_input_is_shown_on_its_field(page) -> None:  # type: ignore[no-untyped-def]
+    page.fill("#input-prompt", "x")
+    page.fill("#input-temperature", "hot")
+    page.click("#run")
+    page.wait_for_selector(".field.invalid[data-field=temperature]")
+    assert "temperature" in page.text_content(".field[data-field=temperature] .error")
+
+
+def test_the_graph_renders_as_svg_and_services_show(page) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_selector("#graph svg", timeout=15_000)
+    labels = page.text_content("#graph svg")
+    assert "chat" in labels and "reply" in labels and "llm" in labels
+    page.wait_for_selector("#services li[data-node=llm][data-state=ready]")
+    assert page.text_content("#readiness") == "ready"
+    assert page.is_hidden("#reload-error")
+
+
+def test_another_workflow_from_the_list(page) -> None:  # type: ignore[no-untyped-def]
+    page.click("#workflows a[data-workflow=complete]")
+    page.wait_for_selector("#workflows a[data-workflow=complete][aria-current=page]")
+    page.wait_for_function("document.querySelector('#wf-title').textContent === 'Complete'")
+    page.fill("#input-prompt", "echo: whole answer")
+    page.click("#run")
+    page.wait_for_selector("#run-status[data-status=succeeded]", timeout=10_000)
+    assert page.text_content("#output") == "whole answer"
+
+
+def test_a_failed_reload_shows_a_banner_until_a_good_save(browser, flowctl_up) -> None:  # type: ignore[no-untyped-def]
+    up = flowctl_up(fake_flow_yaml(free_port()), reload=True)
+    good = up.flow_path.read_text()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(up.ui + "/?poll=100")
+        page.wait_for_selector("#services li[data-node=llm][data-state=ready]")
+        assert page.is_hidden("#reload-error")
+        up.flow_path.write_text(good.replace("description: test flow", "descriptoin: test flow"))
+        page.wait_for_selector("#reload-error:not([hidden])", timeout=10_000)
+        banner = page.text_content("#reload-error")
+        assert "descriptoin" in banner and "flow.yml:" in banner
+        # still serving the old graph meanwhile
+        assert page.text_content("#readiness") == "ready"
+        up.flow_path.write_text(good)
+        page.wait_for_selector("#reload-error[hidden]", state="attached", timeout=10_000)
+    finally:
+        context.close()
