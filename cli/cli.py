@@ -151,7 +151,75 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .engine.templating import validate_inputs
 
     inputs = validate_inputs(workflow.inputs, given)
+    reused = _run_via_up(args.flow, workflow.id, given)
+    if reused is not None:
+        return reused
     return asyncio.run(_run(flow, workflow, inputs))
+
+
+def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any]) -> int | None:
+    """When a healthy `flowctl up` of this flow is running, run through it instead of
+    starting a second copy of its services (a model server may hold a whole GPU).
+    None when there is no such `up`."""
+    import os
+
+    import httpx
+
+    from .server.serve import PidFile
+
+    record, _stale = PidFile(flow_file).live()
+    if record is None or not record.api:
+        return None
+    headers = {}
+    if os.environ.get("FLOWCTL_API_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['FLOWCTL_API_KEY']}"
+    try:
+        with httpx.Client(timeout=httpx.Timeout(5.0, read=None), headers=headers, trust_env=False) as client:
+            if client.get(f"{record.api}/ready").status_code != 200:
+                return None
+            print(f"flowctl: running through `flowctl up` (pid {record.pid}, {record.api})", file=sys.stderr)
+            url = f"{record.api}/workflows/{workflow_id}/runs"
+            with client.stream("POST", url, json={"input": given}, headers={"Accept": "text/event-stream"}) as response:
+                if response.status_code >= 400:
+                    body = response.read().decode(errors="replace")
+                    try:
+                        message = json.loads(body).get("error") or body
+                    except (json.JSONDecodeError, AttributeError):
+                        message = body
+                    _error(f"{url} answered {response.status_code}: {message}")
+                    return EXIT_USAGE if response.status_code == 422 else EXIT_RUN
+                return _print_sse(response.iter_lines())
+    except httpx.HTTPError:
+        return None
+
+
+def _print_sse(lines: Any) -> int:
+    """Print an SSE run stream's chunks as they come; the exit code from its end event."""
+    event, data, wrote_any = "message", [], False
+    for line in lines:
+        if line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif not line and data:
+            text = "\n".join(data)
+            if event == "message":
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                wrote_any = True
+            elif event in ("done", "error"):
+                if wrote_any:
+                    sys.stdout.write("\n")
+                    sys.stdout.flush()
+                end = json.loads(text)
+                if event == "error":
+                    _error(end.get("message", "the run failed"))
+                    return EXIT_RUN
+                return EXIT_OK if end.get("status") == "succeeded" else EXIT_RUN
+            event, data = "message", []
+    _error("the stream from `flowctl up` ended without a final event")
+    return EXIT_RUN
 
 
 async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:

@@ -273,12 +273,23 @@ def up(args: argparse.Namespace) -> int:
                 return EXIT_USAGE
         pidfile.write_pid()
         try:
-            return asyncio.run(_serve(args, flow, settings, api_key, sockets, pidfile))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                return runner.run(_serve(args, flow, settings, api_key, sockets, pidfile))
         finally:
             pidfile.remove(os.getpid())
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _loop_factory() -> Any:
+    """uvloop when it is installed (it is a dependency): the per-token path is mostly event
+    loop and socket work, which uvloop does in C. Plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _configure_logging() -> None:
@@ -308,8 +319,17 @@ def _uvicorn_server(app: Any, settings: Settings, port: int) -> Any:
         lifespan="off",
         timeout_graceful_shutdown=int(settings.drain_timeout) + 5,
         server_header=False,
+        http="httptools" if _has_httptools() else "h11",
     )
     return Server(config)
+
+
+def _has_httptools() -> bool:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 async def _serve(args: argparse.Namespace, flow: Any, settings: Settings, api_key: str | None, sockets: list[socket.socket], pidfile: PidFile) -> int:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from support.fake import echo_tokens, expected_tokens
 from support.flows import native_chat_flow
@@ -144,3 +145,19 @@ def _managed_pid(tmp_path: Path) -> int:
         if "fake_vllm.py" in cmdline and str(os.getpid()) != path.name and "--tokens\x00500" in cmdline:
             return int(path.name)
     raise AssertionError("managed fake server process not found")
+
+
+def test_run_goes_through_a_running_up_instead_of_starting_a_second_server(flowctl_up, tmp_path: Path) -> None:
+    from support.flowctl_up import fake_flow_yaml
+
+    port = free_port()
+    up = flowctl_up(fake_flow_yaml(port, tokens=7))
+    before = httpx.get(f"http://127.0.0.1:{port}/stats").json()["requests"]
+    result = flowctl("run", str(up.flow_path), "-i", "prompt=hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "".join(expected_tokens(7)) + "\n"
+    assert "running through `flowctl up`" in result.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/stats").json()["requests"] == before + 1
+    assert up.alive(), "the `up` keeps serving after the run"
+    bad = flowctl("run", str(up.flow_path), "-i", "prompt=hi", "-i", "temperature=hot")
+    assert bad.returncode == 2 and "temperature" in bad.stderr
