@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, TemplateError
+from .engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, TemplateError, UpstreamError
 
 DEFAULT_FLOW = "flows/local_chat.yml"
 
@@ -254,6 +254,8 @@ async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
     except RunError as exc:
         if wrote_any:
             out.write("\n")
+        if isinstance(exc, UpstreamError) and exc.status is None:  # the connection broke
+            await supervisor.settle(workflow.services)
         _error(_with_service_state(str(exc), supervisor))
         return EXIT_RUN
     finally:

@@ -17,7 +17,6 @@ Callers catch at the level they care about, the way httpx keeps `_exceptions.py`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 
 class FlowctlError(Exception):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..nodes.base import ServiceState, ServiceStatus
-from .errors import FlowctlError, FlowError, RunError, ServiceError
+from .errors import FlowctlError, FlowError, RunError, ServiceError, UpstreamError
 from .graph import CompiledFlow, CompiledWorkflow
 from .paths import state_dir_for
 from .runs import RunRecord, RunStatus
@@ -203,6 +203,8 @@ class FlowHost:
                 raise RunError(workflow.output_node, record.error or "stopped") from None
         except RunError as exc:
             record.status = RunStatus.FAILED
+            if isinstance(exc, UpstreamError) and exc.status is None:  # the connection broke
+                await self.supervisor.settle(record.services)
             record.error = self._explain(exc, record)
             if record.error != str(exc):
                 raise RunError(exc.node, record.error.removeprefix(f"node '{exc.node}': ")) from None

@@ -63,6 +63,19 @@ class Supervisor:
                 missing[node_id] = node.status.reason or node.status.state.value
         return missing
 
+    async def settle(self, node_ids: Iterable[str], timeout: float = 0.5) -> None:
+        """Give services that look up a moment to show that they died. A model server's
+        sockets close a little before its exit is seen, so a run whose connection just broke
+        waits here (at most `timeout`) before saying which service went down."""
+        waits = []
+        for node_id in node_ids:
+            node = self._nodes.get(node_id)
+            exited_within = getattr(node, "exited_within", None)
+            if exited_within is not None:  # quick when the exit and its code are known already
+                waits.append(exited_within(timeout))
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, flow: CompiledFlow, only: Iterable[str] | None = None) -> None:

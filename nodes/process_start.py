@@ -23,6 +23,7 @@ prints) and, prefixed with `[<node id>]`, to the console.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import datetime
 import os
@@ -145,9 +146,9 @@ class ProcessStartNode:
         if status.state is ServiceState.READY and self._group is not None:
             code = self._group.peek_exit()
             if code is not False:
-                status.state = ServiceState.FAILED
-                status.reason = describe_exit(code) if code is not None else "exited"
-                status.pid = None
+                # a view, not a change: the supervising task records the exit with its code
+                reason = describe_exit(code) if code is not None else "exited"
+                return dataclasses.replace(status, state=ServiceState.FAILED, reason=reason, pid=None)
         return status
 
     @status.setter
@@ -183,12 +184,16 @@ class ProcessStartNode:
         saw a connection to the server break and wants to know whether the server died (its
         exit reaches us a moment after its sockets close)."""
         group = self._group
-        if group is None or group.peek_exit() is not False:
+        if group is None:
             return True
+        exited = group.peek_exit()
+        if exited is not False and exited is not None:
+            return True
+        # running, or reaped with its exit code not reported yet: wait for asyncio to say
         try:
             await asyncio.wait_for(asyncio.shield(group.process.wait()), timeout)
         except TimeoutError:
-            return False
+            return exited is None
         return True
 
     async def stop(self) -> None:
@@ -201,6 +206,10 @@ class ProcessStartNode:
         group, self._group = self._group, None
         if group is not None:
             code = group.peek_exit()
+            if code is None:  # reaped a moment ago: asyncio is about to hand us the code
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(group.process.wait(), timeout=1.0)
+                code = group.returncode
             if code is False:
                 self._record(f"stopping pid {group.pid} (SIGTERM, then SIGKILL after {self.spec.stop_timeout:g}s)")
             elif self._ctx is not None:  # it died on its own before anyone noticed
@@ -211,10 +220,10 @@ class ProcessStartNode:
                 self._record(f"stopped pid {group.pid}: {describe_exit(code)}")
                 self._ctx.log(f"[{self._ctx.node_id}] stopped pid {group.pid}: {describe_exit(code)}")
         self._close_log()
-        if self.status.state is not ServiceState.FAILED:
-            self.status.state = ServiceState.STOPPED
-            self.status.reason = None
-        self.status.pid = None
+        if self._status.state is not ServiceState.FAILED:
+            self._status.state = ServiceState.STOPPED
+            self._status.reason = None
+        self._status.pid = None
 
     # -- start and readiness ---------------------------------------------------------------
 
@@ -244,11 +253,12 @@ class ProcessStartNode:
                 grace=spec.stop_timeout,
             )
         except OSError as exc:
-            self._set(ServiceState.FAILED, f"cannot start {argv[0]}: {exc.strerror or exc}")
-            self._record(self.status.reason or "cannot start")
-            raise ServiceError(ctx.node_id, self.status.reason or "cannot start") from None
+            where = f" ({exc.filename})" if exc.filename and exc.filename != argv[0] else ""
+            self._set(ServiceState.FAILED, f"cannot start {argv[0]}: {exc.strerror or exc}{where}")
+            self._record(self._status.reason or "cannot start")
+            raise ServiceError(ctx.node_id, self._status.reason or "cannot start") from None
         self._group = group
-        self.status.pid = group.pid
+        self._status.pid = group.pid
         shown = " ".join(argv)
         self._record(f"started pid {group.pid}: {shown}")
         ctx.log(f"[{ctx.node_id}] started pid {group.pid}: {shown[:200]}")
@@ -408,7 +418,7 @@ class ProcessStartNode:
                 delay = min(restart.backoff * (2**failures), restart.max_backoff)
                 failures += 1
                 self._set(ServiceState.RESTARTING, f"{reason}; restart {failures} of {restart.max_restarts} in {delay:g}s")
-                self.status.restarts += 1
+                self._status.restarts += 1
                 self._notify(ctx)
                 await asyncio.sleep(delay)  # the backoff itself; stop() cancels it
                 try:
@@ -438,24 +448,24 @@ class ProcessStartNode:
                 ctx.log(f"[{ctx.node_id}] on_change failed: {exc!r}")
 
     def _set(self, state: ServiceState, reason: str | None) -> None:
-        self.status.state = state
-        self.status.reason = reason
+        self._status.state = state
+        self._status.reason = reason
         alive = self._group is not None and self._group.returncode is None
-        self.status.pid = self._group.pid if alive and state is not ServiceState.FAILED else None
+        self._status.pid = self._group.pid if alive and state is not ServiceState.FAILED else None
 
     def _latest(self) -> str:
-        return self.status.last_log or (self._tail[-1] if self._tail else "no output yet")
+        return self._status.last_log or (self._tail[-1] if self._tail else "no output yet")
 
     def _on_line(self, line: str) -> None:
         self._tail.append(line)
-        self.status.last_log = line
+        self._status.last_log = line
         self._write_log(line)
         if self._ctx is not None:
             self._ctx.log(f"[{self._ctx.node_id}] {line}")
 
     def _on_partial(self, text: str) -> None:
         # a line redrawn in place (a progress bar): remembered for progress, not logged
-        self.status.last_log = text
+        self._status.last_log = text
 
     def _record(self, event: str) -> None:
         """A supervision event, in the node's log file beside the process's own lines."""

@@ -3,7 +3,8 @@
     POST /workflows/runs   {"workflow_id", "input", "output_only", "wait_for_completion"}
     GET  /tasks/{task_id}  {"task_id", "status", "output", "error"}  (`?output_only=true`)
 
-- `workflow_id` missing or null: the default workflow.
+- `workflow_id` missing, null, or model-compose's `__default__` (when no workflow has that
+  id): the default workflow.
 - `wait_for_completion: false`: 202 `{"run_id", "task_id", "status"}` at once; the run goes
   on in the background, pollable with `GET /runs/{id}` or `GET /tasks/{id}`.
 - `output_only: true` and a streamed output: `text/event-stream`, one `data: CHUNK` event per
@@ -30,6 +31,9 @@ from ..engine.runs import RunRecord, RunStatus
 from .errors import BadRequest, RunNotFound, describe
 from .routes_api import FromPath, FromQuery, NamedDependency, ServerContext, input_of, prepare, read_json_object, wants_sse
 from .streaming import RunResponse, run_in_background
+
+#: what model-compose clients send for "the default workflow"
+DEFAULT_WORKFLOW_ALIAS = "__default__"
 
 _STATUS = {
     RunStatus.QUEUED: "pending",
@@ -82,6 +86,8 @@ async def run_workflow(ctx: NamedDependency[ServerContext], request: Request[Any
     workflow_id = body.get("workflow_id")
     if workflow_id is not None and not isinstance(workflow_id, str):
         raise BadRequest("`workflow_id` must be a string", field="workflow_id", status=422)
+    if workflow_id == DEFAULT_WORKFLOW_ALIAS and workflow_id not in ctx.host.flow.workflows:
+        workflow_id = None
     output_only = _flag(body, "output_only", False)
     wait = _flag(body, "wait_for_completion", True)
     if output_only and not wait:

@@ -172,7 +172,7 @@ class _Parser:
                 "types: " + ", ".join(TYPES),
             )
         self.advance()
-        name, end = token.value, token.end
+        name = token.value
         if self.tok.kind == "SLASH" and not self.tok.space_before:
             self.advance()
             part = self.tok
@@ -180,7 +180,7 @@ class _Parser:
                 hint = "stream types: stream/text, stream/json"
                 raise self.error(f"expected a type after '{name}/'", self.tok.start, hint)
             self.advance()
-            name, end = f"{name}/{part.value}", part.end
+            name = f"{name}/{part.value}"
         if name not in TYPES:
             hint = did_you_mean(name, TYPES, TYPE_ALIASES) or "types: " + ", ".join(TYPES)
             raise self.error(f"unknown type '{name}'", token.start, hint)

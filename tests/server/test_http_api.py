@@ -201,6 +201,12 @@ def test_compat_defaults_to_the_default_workflow(client: httpx.Client) -> None:
         assert result["run_id"] == result["task_id"]
 
 
+def test_compat_default_alias_picks_the_default_of_several_workflows(client: httpx.Client) -> None:
+    r = client.post("/workflows/runs", json={"workflow_id": "__default__", "input": {"prompt": "hi", "max_tokens": 3}})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"] == expected_text(3)
+
+
 def test_compat_output_only_for_a_value(client: httpx.Client) -> None:
     r = client.post("/workflows/runs", json={"workflow_id": "complete", "input": {"prompt": "echo: a b"}, "output_only": True})
     assert r.status_code == 200 and r.json() == "a b"

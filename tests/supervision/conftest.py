@@ -16,7 +16,7 @@ import pytest
 from supervision_support import FLOWCTL, MARK_ENV, Flowctl, Managed, Recorder, kill_marked
 from support.fake import fake_vllm_argv
 from support.paths import REPO_ROOT
-from support.procs import free_port, kill_process_group
+from support.procs import free_port, kill_process_group, term_when_parent_dies
 
 from flowctl.nodes.base import ServiceContext
 from flowctl.nodes.process_start import ProcessStartNode, ProcessStartSpec
@@ -95,6 +95,7 @@ def flowctl_proc(tmp_path: Path, mark: str) -> Iterator[Any]:
                 start_new_session=True,
                 env=child_env,
                 cwd=str(REPO_ROOT),
+                preexec_fn=term_when_parent_dies,
             )
         item = Flowctl(proc, log_path)
         started.append(item)

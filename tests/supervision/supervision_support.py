@@ -199,9 +199,10 @@ def chat_flow_yaml(
     stop_timeout: float = 3,
     readiness_timeout: float = 15,
     env: dict[str, str] | None = None,
+    backoff: float = 0.1,
 ) -> str:
     """A native chat flow whose service `llm` runs `command` (the fake vLLM server, or a
-    `bash -c` wrapper around it) on `port`, restarted per `restart` after a 0.1 s backoff."""
+    `bash -c` wrapper around it) on `port`, restarted per `restart` after `backoff` seconds."""
     env_line = f"    env: {json.dumps(env)}\n" if env else ""
     return f"""\
 version: 1
@@ -212,7 +213,7 @@ nodes:
     command: {json.dumps(command)}
 {env_line}    port: {port}
     readiness: {{http: /v1/models, timeout: {readiness_timeout}, interval: 0.02}}
-    restart: {{policy: {restart}, backoff: 0.1}}
+    restart: {{policy: {restart}, backoff: {backoff}}}
     stop_timeout: {stop_timeout}
   chat:
     type: http-stream

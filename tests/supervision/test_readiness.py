@@ -143,9 +143,7 @@ async def test_progress_lines_carry_the_latest_output(managed, tmp_path: Path) -
         f"exec {shlex.join(fake_vllm_argv(port))}"
     )
     node = managed(command=script, port=port, readiness={"http": "/v1/models", "timeout": 20, "interval": 0.02, "progress": 0.1})
-    from support.waiting import async_wait_until
 
-    import asyncio
 
     task = asyncio.ensure_future(node.start())
     try:
@@ -180,3 +178,13 @@ def test_flowctl_run_reports_exit_before_ready(flowctl_proc, tmp_path: Path, mar
     assert "simulated startup failure" in err
     assert "Traceback" not in err
     wait_gone(mark, 5)
+
+
+async def test_a_command_that_cannot_start_is_an_error(managed, tmp_path: Path) -> None:
+    missing = managed(command=["no-such-server", "--port", "1"], node_id="a")
+    with pytest.raises(ServiceError, match="service 'a': cannot start no-such-server: No such file or directory"):
+        await missing.start()
+    bad_cwd = managed(command=["true"], cwd=str(tmp_path / "nowhere"), node_id="b")
+    with pytest.raises(ServiceError, match=r"cannot start true: No such file or directory \(.*nowhere\)"):
+        await bad_cwd.start()
+    assert bad_cwd.status.state is ServiceState.FAILED

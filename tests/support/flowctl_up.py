@@ -30,13 +30,14 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 
 from support.fake import fake_vllm_argv
 from support.paths import PYTHON, REPO_ROOT
-from support.procs import free_port, kill_process_group
+from support.procs import free_port, kill_process_group, term_when_parent_dies
 from support.waiting import wait_until
 
 
@@ -246,7 +247,7 @@ def start_up(
         child_env.update(env)
     log_path = tmp_path / f"up-{api_port}.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=child_env, cwd=str(REPO_ROOT))
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=child_env, cwd=str(REPO_ROOT), preexec_fn=term_when_parent_dies)
     handle = UpHandle(process=proc, flow_path=flow_path, api_port=api_port, ui_port=ui_port, log_path=log_path, base_path=base_path, api_key=api_key)
     if not wait_ready:
         return handle

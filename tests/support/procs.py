@@ -76,3 +76,14 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def term_when_parent_dies() -> None:
+    """A `preexec_fn`: SIGTERM the child if the test process dies without a teardown (killed
+    by a timeout), so a flowctl under test still stops its services. Linux only."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; elsewhere the teardown does the job
+        pass
