@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..engine.errors import MissingValueError, UpstreamError
 from .base import NodeKind, NodeSpecBase, RunContext
+from .deadline import WaitDeadline
 from .sse_parser import iter_sse_data
 
 _NOTHING = object()
@@ -29,7 +30,8 @@ class TimeoutSpec(BaseModel):
 
     #: seconds to open the connection
     connect: float = 10.0
-    #: seconds from sending the request to the first chunk of the body (queueing, prefill)
+    #: seconds from sending the request to the first chunk that carries output (queueing,
+    #: prefill; a role-only chunk does not count)
     first_byte: float = 300.0
     #: seconds allowed between two chunks once the body flows
     idle: float = 60.0
@@ -93,41 +95,51 @@ class HttpStreamNode:
             content_type = response.headers.get("content-type", "")
             lines = response.aiter_lines()
             chunks = iter_sse_data(lines) if "text/event-stream" in content_type else _non_empty(lines)
-            want_json = spec.stream_format == "json"
             extract = self._extractor(ctx)
-            first = True
-            while True:
-                try:
-                    async with asyncio.timeout(spec.timeout.first_byte if first else spec.timeout.idle):
-                        data = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    waited = spec.timeout.first_byte if first else spec.timeout.idle
-                    raise UpstreamError(ctx.node_id, f"{url}: no data for {waited:g}s") from None
-                first = False
-                if data == "[DONE]":
-                    # read the (tiny) rest of the body, so the connection goes back to the
-                    # pool instead of being closed: a new TCP connect per run costs ~1 ms TTFT
-                    with contextlib.suppress(TimeoutError, httpx.HTTPError):
-                        async with asyncio.timeout(0.05):
-                            async for _ in chunks:
-                                pass
-                    return
-                if want_json:
-                    try:
-                        chunk = json.loads(data)
-                    except json.JSONDecodeError:
-                        raise UpstreamError(ctx.node_id, f"{url}: a stream chunk is not JSON: {data[:120]!r}") from None
-                else:
-                    chunk = data
-                value = extract(chunk)
-                if value is not _NOTHING:
+            deadline = WaitDeadline(first=spec.timeout.first_byte, idle=spec.timeout.idle)
+            try:
+                async for value in self._chunks(ctx, url, chunks, deadline, extract):
                     yield value
+            finally:
+                deadline.close()
         except httpx.HTTPError as exc:
             raise UpstreamError(ctx.node_id, f"{url}: {_describe(exc)}") from None
         finally:
             await response.aclose()
+
+    async def _chunks(self, ctx: RunContext, url: str, chunks: AsyncIterator[str], deadline: WaitDeadline, extract: Callable[[Any], Any]) -> AsyncIterator[Any]:
+        """The hot loop: one upstream event in, at most one extracted value out."""
+        want_json = self.spec.stream_format == "json"
+        while True:
+            deadline.begin()
+            try:
+                data = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if deadline.expired():
+                    raise UpstreamError(ctx.node_id, f"{url}: no data for {deadline.limit:g}s") from None
+                raise
+            deadline.end()
+            if data == "[DONE]":
+                # read the (tiny) rest of the body, so the connection goes back to the
+                # pool instead of being closed: a new TCP connect per run costs ~1 ms TTFT
+                with contextlib.suppress(TimeoutError, httpx.HTTPError):
+                    async with asyncio.timeout(0.05):
+                        async for _ in chunks:
+                            pass
+                return
+            if want_json:
+                try:
+                    chunk = json.loads(data)
+                except json.JSONDecodeError:
+                    raise UpstreamError(ctx.node_id, f"{url}: a stream chunk is not JSON: {data[:120]!r}") from None
+            else:
+                chunk = data
+            value = extract(chunk)
+            if value is not _NOTHING:
+                deadline.flowing()
+                yield value
 
     def _extractor(self, ctx: RunContext) -> Callable[[Any], Any]:
         """Per chunk: the `output:` value, or `_NOTHING` for a chunk that does not carry it
