@@ -30,7 +30,6 @@ JSON around it is fixed per run and built once (`ChunkEncoder`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -51,7 +50,7 @@ from ..engine.runs import RunRecord, RunStatus
 from ..engine.scheduler import chunk_text
 from .errors import describe
 from .routes_api import ServerContext
-from .streaming import RunResponse, _absorb_interrupt
+from .streaming import RunResponse
 
 #: request fields that fill workflow inputs of the same name when the request has them
 SAMPLING_FIELDS = ("temperature", "max_tokens", "top_p", "stop")
@@ -282,48 +281,30 @@ class ChunkEncoder:
         return b"data: " + json.dumps(error.body(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-class ChatStream(RunResponse):
-    """`RunResponse` (its disconnect watcher, keep-alive comments and cancellation) with
-    OpenAI's chunk stream as the body instead of flowctl's SSE events."""
+class ChatFraming:
+    """`RunResponse`'s framing for OpenAI's chunk stream: a role chunk, one content chunk per
+    workflow chunk, a `finish_reason` chunk (or an error object), then `data: [DONE]`."""
 
-    def __init__(self, host: FlowHost, run: Any, *, model: str, keepalive: float | None) -> None:
-        super().__init__(host, run, sse=True, keepalive=keepalive)
-        self.encoder = ChunkEncoder(f"chatcmpl-{run.record.id}", model, int(run.record.created))
+    def __init__(self, encoder: ChunkEncoder) -> None:
+        self.encoder = encoder
+        self.chunk = lambda _seq, text: encoder.content(text)  # per token: skip a method hop
 
-    async def _stream(self, send: Send) -> None:
-        record = self.run.record
-        loop = asyncio.get_running_loop()
-        encoder = self.encoder
-        content = encoder.content
-        stream = self.host.stream(self.run)
-        failure: OpenAIError | None = None
-        try:
-            self._busy = True
-            await send({"type": "http.response.body", "body": encoder.role(), "more_body": True})
-            self._busy = False
-            try:
-                async for chunk in stream:
-                    text = chunk if chunk.__class__ is str else chunk_text(chunk)
-                    if not text:
-                        continue
-                    self._busy = True
-                    await send({"type": "http.response.body", "body": content(text), "more_body": True})
-                    self._busy = False
-                    self._last = loop.time()
-            except asyncio.CancelledError:
-                if not _absorb_interrupt(record):
-                    raise
-                await stream.aclose()
-            except Exception as exc:
-                failure = openai_error(exc)
-            if failure is None and record.status is not RunStatus.SUCCEEDED:
-                failure = _unfinished(record)
-            end = encoder.finish() if failure is None else encoder.error(failure)
-            self._busy = True
-            if not self._gone:
-                await send({"type": "http.response.body", "body": end + ChunkEncoder.DONE, "more_body": False})
-        finally:
-            await stream.aclose()
+    def opening(self) -> bytes:
+        return self.encoder.role()
+
+    def closing(self, record: RunRecord, chunks: int, error: BaseException | None) -> bytes:
+        failure = openai_error(error) if error is not None else None
+        if failure is None and record.status is not RunStatus.SUCCEEDED:
+            failure = _unfinished(record)
+        end = self.encoder.finish() if failure is None else self.encoder.error(failure)
+        return end + ChunkEncoder.DONE
+
+
+def chat_stream(host: FlowHost, run: Any, *, model: str, keepalive: float | None) -> RunResponse:
+    """The streamed answer to `/v1/chat/completions`: `RunResponse` (its disconnect watcher,
+    keep-alive comments and cancellation) with OpenAI's framing."""
+    encoder = ChunkEncoder(f"chatcmpl-{run.record.id}", model, int(run.record.created))
+    return RunResponse(host, run, sse=True, keepalive=keepalive, framing=ChatFraming(encoder))
 
 
 def _unfinished(record: RunRecord) -> OpenAIError:
@@ -402,7 +383,7 @@ def openai_router(ctx: ServerContext) -> Router:
         except Exception as exc:
             return error_answer(exc)
         if chat.stream:
-            return ChatStream(host, run, model=chat.model, keepalive=ctx.keepalive)
+            return chat_stream(host, run, model=chat.model, keepalive=ctx.keepalive)
         return RunResponse(host, run, sse=False, render=completion_renderer(chat.model))
 
     return Router(path="/", route_handlers=[list_models, retrieve_model, chat_completions], tags=["openai"])
@@ -410,7 +391,7 @@ def openai_router(ctx: ServerContext) -> Router:
 
 __all__ = [
     "ChatCompletionRequest",
-    "ChatStream",
+    "ChatFraming",
     "ChunkEncoder",
     "OpenAIError",
     "map_inputs",

@@ -21,7 +21,7 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from litestar.types import Receive, Scope, Send
 
@@ -61,6 +61,38 @@ def render_native(record: RunRecord, output: Any, error: BaseException | None) -
     return 200, body
 
 
+class Framing(Protocol):
+    """How a streamed run goes on the wire: the native SSE events, or OpenAI's chunk stream."""
+
+    def opening(self) -> bytes:
+        """Bytes before the first chunk (may be empty)."""
+
+    def chunk(self, seq: int, text: str) -> bytes:
+        """One chunk; runs once per token."""
+
+    def closing(self, record: RunRecord, chunks: int, error: BaseException | None) -> bytes:
+        """The end of the stream: success, failure (`error`, or the record's status)."""
+
+
+class SseFraming:
+    """flowctl's own SSE: `id:`/`data:` per chunk, then `event: done` or `event: error`."""
+
+    def opening(self) -> bytes:
+        return b""
+
+    def chunk(self, seq: int, text: str) -> bytes:
+        return encode_chunk(seq, text)
+
+    def closing(self, record: RunRecord, chunks: int, error: BaseException | None) -> bytes:
+        if isinstance(error, FlowctlError):
+            return error_event(str(error), run_id=record.id)
+        if error is not None:  # a bug: log it, tell the client only an id
+            return error_event(f"internal error (id {log_unexpected(error)})", run_id=record.id)
+        if record.status is RunStatus.FAILED:
+            return error_event(record.error or "the run failed", run_id=record.id)
+        return done_event(record.id, record.status.value, chunks, record.elapsed_ms)
+
+
 class OutputStore:
     """Outputs of runs that ran with nobody listening, for `GET /runs/{id}` (bounded)."""
 
@@ -92,8 +124,10 @@ class RunResponse:
         keepalive: float | None = 15.0,
         render: Render = render_native,
         headers: tuple[tuple[bytes, bytes], ...] = (),
+        framing: Framing | None = None,
     ) -> None:
         self.host = host
+        self.framing = framing or SseFraming()
         self.run = run
         self.sse = sse
         self.keepalive = keepalive if sse and keepalive and keepalive > 0 else None
@@ -122,10 +156,17 @@ class RunResponse:
     async def _stream(self, send: Send) -> None:
         record = self.run.record
         loop = asyncio.get_running_loop()
+        framing = self.framing
+        frame = framing.chunk
         stream = self.host.stream(self.run)
         seq = 0
-        end: bytes | None = None
+        error: BaseException | None = None
         try:
+            opening = framing.opening()
+            if opening:
+                self._busy = True
+                await send({"type": "http.response.body", "body": opening, "more_body": True})
+                self._busy = False
             try:
                 async for chunk in stream:
                     text = chunk if chunk.__class__ is str else chunk_text(chunk)
@@ -133,7 +174,7 @@ class RunResponse:
                         continue
                     seq += 1
                     self._busy = True
-                    await send({"type": "http.response.body", "body": encode_chunk(seq, text), "more_body": True})
+                    await send({"type": "http.response.body", "body": frame(seq, text), "more_body": True})
                     self._busy = False
                     self._last = loop.time()
             except asyncio.CancelledError:
@@ -141,15 +182,9 @@ class RunResponse:
                 if not _absorb_interrupt(record):
                     raise
                 await stream.aclose()
-            except FlowctlError as exc:
-                end = error_event(str(exc), run_id=record.id)
-            except Exception as exc:  # a bug: log it, tell the client only an id
-                end = error_event(f"internal error (id {log_unexpected(exc)})", run_id=record.id)
-            if end is None:
-                if record.status is RunStatus.FAILED:
-                    end = error_event(record.error or "the run failed", run_id=record.id)
-                else:
-                    end = done_event(record.id, record.status.value, seq, record.elapsed_ms)
+            except Exception as exc:  # FlowctlError or a bug: the framing says it its way
+                error = exc
+            end = framing.closing(record, seq, error)
             self._busy = True
             if not self._gone:
                 await send({"type": "http.response.body", "body": end, "more_body": False})
@@ -248,4 +283,4 @@ def run_in_background(host: FlowHost, run: PreparedRun, outputs: OutputStore, ta
     return task
 
 
-__all__ = ["OutputStore", "RunResponse", "collect_output", "render_native", "run_in_background"]
+__all__ = ["Framing", "OutputStore", "RunResponse", "SseFraming", "collect_output", "render_native", "run_in_background"]
