@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
 
@@ -106,7 +105,8 @@ class RunContext:
     run_id: str
     #: resolves one of the node's template fields; `extra` adds sources (e.g. `response[]`)
     resolve: Any
-    http: httpx.AsyncClient
+    #: the shared upstream pool (`engine.scheduler.HttpPool`: httpx clients behind one face)
+    http: Any
     #: the node's parsed template fields and the scope they render against, for nodes that
     #: render one field per chunk and want the fast path (`Template.render_or`)
     fields: Mapping[str, Any] = field(default_factory=dict)

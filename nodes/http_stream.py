@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from ..engine.errors import MissingValueError, UpstreamError
 from .base import NodeKind, NodeSpecBase, RunContext
 from .deadline import WaitDeadline
-from .sse_parser import iter_sse_data
+from .sse_parser import iter_sse_data_bytes
 
 _NOTHING = object()
 
@@ -93,8 +93,13 @@ class HttpStreamNode:
                     yield value
                 return
             content_type = response.headers.get("content-type", "")
-            lines = response.aiter_lines()
-            chunks = iter_sse_data(lines) if "text/event-stream" in content_type else _non_empty(lines)
+            if "text/event-stream" in content_type:
+                # split events on the bytes as they arrive (no per-token text and line
+                # decoding layers); raw when the body is not compressed
+                raw = response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
+                chunks = iter_sse_data_bytes(raw, response.encoding or "utf-8")
+            else:
+                chunks = _non_empty(response.aiter_lines())
             extract = self._extractor(ctx)
             deadline = WaitDeadline(first=spec.timeout.first_byte, idle=spec.timeout.idle)
             try:
