@@ -207,16 +207,17 @@ async def test_cancelled_consumer_closes_upstream() -> None:
 
     stream = cast(slow(), "stream/text")
 
+    got_first = asyncio.Event()
+
     async def consume() -> None:
         try:
             async for _ in stream:
-                pass
+                got_first.set()  # the next step waits inside the upstream
         finally:
             await stream.aclose()
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await asyncio.wait_for(got_first.wait(), timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
