@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, TemplateError, UpstreamError
+from .engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, TemplateError
 
 DEFAULT_FLOW = "flows/local_chat.yml"
 
@@ -254,21 +254,11 @@ async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
     except RunError as exc:
         if wrote_any:
             out.write("\n")
-        if isinstance(exc, UpstreamError) and exc.status is None:  # the connection broke
-            await supervisor.settle(workflow.services)
-        _error(_with_service_state(str(exc), supervisor))
+        _error(await supervisor.explain(exc, workflow.services))
         return EXIT_RUN
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         await asyncio.shield(supervisor.stop())
-
-
-def _with_service_state(message: str, supervisor: Any) -> str:
-    down = supervisor.not_ready()
-    if not down:
-        return message
-    states = "; ".join(f"service '{node}' {reason}" for node, reason in down.items())
-    return f"{message} ({states})"
 
 
 def _parse_inputs(input_json: str | None, pairs: list[str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..nodes.base import ServiceState, ServiceStatus
-from .errors import FlowctlError, FlowError, RunError, ServiceError, UpstreamError
+from .errors import FlowctlError, FlowError, RunError, ServiceError
 from .graph import CompiledFlow, CompiledWorkflow
 from .paths import state_dir_for
 from .runs import RunRecord, RunStatus
@@ -203,9 +203,7 @@ class FlowHost:
                 raise RunError(workflow.output_node, record.error or "stopped") from None
         except RunError as exc:
             record.status = RunStatus.FAILED
-            if isinstance(exc, UpstreamError) and exc.status is None:  # the connection broke
-                await self.supervisor.settle(record.services)
-            record.error = self._explain(exc, record)
+            record.error = await self.supervisor.explain(exc, record.services)
             if record.error != str(exc):
                 raise RunError(exc.node, record.error.removeprefix(f"node '{exc.node}': ")) from None
             raise
@@ -222,6 +220,7 @@ class FlowHost:
                 stop = record._stop_reason
                 record.status, record.error = stop if stop is not None else (RunStatus.CANCELLED, record.error or "the consumer stopped reading")
             record.finished_mono = time.monotonic()
+            record.finished.set()
             self._active.pop(record.id, None)
             if not self._active:
                 self._idle.set()
@@ -247,7 +246,7 @@ class FlowHost:
             await slots.acquire()
             return
         waiting = self._waiting.get(workflow.id, 0)
-        if waiting >= self.flow.server.max_queue:
+        if self.would_queue_overflow(workflow):
             raise Busy(f"workflow '{workflow.id}' has {waiting} runs waiting already", hint="retry later")
         self._waiting[workflow.id] = waiting + 1
         try:
@@ -258,13 +257,6 @@ class FlowHost:
     def would_queue_overflow(self, workflow: CompiledWorkflow) -> bool:
         slots = self._slot(workflow)
         return slots.locked() and self._waiting.get(workflow.id, 0) >= self.flow.server.max_queue
-
-    def _explain(self, exc: RunError, record: RunRecord) -> str:
-        down = self.supervisor.not_ready(record.services)
-        if not down:
-            return str(exc)
-        states = "; ".join(f"service '{node}' {reason}" for node, reason in down.items())
-        return f"{exc} ({states})"
 
     def _remember(self, record: RunRecord) -> None:
         self.runs[record.id] = record

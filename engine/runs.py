@@ -34,6 +34,8 @@ class RunRecord:
     error: str | None = None
     #: services this run depends on: a run fails at once when one of them goes down
     services: tuple[str, ...] = ()
+    #: set once the run has ended, whatever the way
+    finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _task: asyncio.Task[Any] | None = field(default=None, repr=False)
     _stop_reason: tuple[RunStatus, str | None] | None = field(default=None, repr=False)
 

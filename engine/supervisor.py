@@ -15,7 +15,7 @@ from typing import Any
 
 from ..nodes.base import ServiceContext, ServiceNode, ServiceState, ServiceStatus
 from ..nodes.registry import create_node
-from .errors import FlowctlError, ServiceError, TemplateError
+from .errors import FlowctlError, RunError, ServiceError, TemplateError, UpstreamError
 from .graph import CompiledFlow
 
 LogSink = Callable[[str], None]
@@ -75,6 +75,17 @@ class Supervisor:
                 waits.append(exited_within(timeout))
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
+
+    async def explain(self, error: RunError, node_ids: Iterable[str]) -> str:
+        """`error`'s message, with the services among `node_ids` that are down and why. When the
+        error is a broken connection, the services get a moment (`settle`) to show a death."""
+        if isinstance(error, UpstreamError) and error.status is None:
+            await self.settle(node_ids)
+        down = self.not_ready(node_ids)
+        if not down:
+            return str(error)
+        states = "; ".join(f"service '{node}' {reason}" for node, reason in down.items())
+        return f"{error} ({states})"
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ Handlers ask the engine (`FlowHost`) for everything; they keep no state of their
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,10 +190,9 @@ async def cancel_run(ctx: NamedDependency[ServerContext], run_id: FromPath[str])
     was_running = not record.status.finished
     ctx.host.cancel(run_id)
     # the run's task turns the cancellation into its final status within a few loop turns
-    for _ in range(200):
-        if record.status.finished:
-            break
-        await asyncio.sleep(0.01)
+    if was_running:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(record.finished.wait(), timeout=2.0)
     return {**run_status(ctx, run_id), "cancelled": was_running and record.status.value == "cancelled"}
 
 
