@@ -20,7 +20,6 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,10 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import loadgen
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import loadgen  # noqa: E402
+from support.procs import free_port  # noqa: E402
+
 FAKE = ROOT / "tests" / "servers" / "fake_vllm.py"
 FLOWS = Path(__file__).resolve().parent / "flows"
 MODEL = loadgen.MODEL
@@ -65,12 +68,6 @@ def upstream_argv(python: str, port: int, mode: Mode) -> list[str]:
     if mode.first_token_delay_ms:
         argv += ["--first-token-delay-ms", f"{mode.first_token_delay_ms:g}"]
     return argv
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- /proc

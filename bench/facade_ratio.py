@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import loadgen  # noqa: E402
+from support.procs import free_port  # noqa: E402
 
 FLOW = """\
 version: 1
@@ -72,12 +73,6 @@ nodes:
 workflows:
   chat: {{output: reply, default: true}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_up(tokens: int, delay_ms: float, workdir: Path) -> tuple[subprocess.Popen, int, int]:

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,14 +32,12 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.procs import free_port  # noqa: E402
+
 FAKE = REPO / "tests" / "servers" / "fake_vllm.py"
 RELOADED = "flowctl: reloaded "
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def flow_yaml(port: int, word: str, tokens: int = 4) -> str:

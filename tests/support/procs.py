@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
 
+_handed_out: set[int] = set()
+_rng = random.Random()
+
+# Below the kernel's ephemeral range (32768-60999 on Linux): a port taken from there by
+# bind(0) can be handed by the kernel to the next outgoing connection, or to the next
+# bind(0), before the server meant for it binds. This band is never auto-assigned.
+_PORT_BAND = range(20000, 32000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port that is free now and that no other call in this process has returned."""
+    for _ in range(1000):
+        port = _rng.choice(_PORT_BAND)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port found in {_PORT_BAND.start}-{_PORT_BAND.stop - 1}")
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
