@@ -13,76 +13,28 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from ..nodes.base import RunContext
+from ..nodes.http_transport import StreamingTransport
 from ..nodes.registry import create_node
 from .errors import FlowctlError, RunError, TemplateError
 from .graph import CompiledFlow, CompiledWorkflow
 
 
-class HttpPool:
-    """The upstream connection pool of a process, sharded over a few `httpx.AsyncClient`s.
-
-    httpcore's pool scans every pooled connection (a socket-readable check each, and for
-    each idle one a count of all of them: O(N²) in httpcore 1.0) whenever a request starts
-    or ends; at 32 concurrent streams that scan was a sixth of the CPU. Runs go round-robin over `shards`
-    clients, so each scan covers about N / shards connections. Connections are still kept
-    alive and reused (a fresh TCP connect per run costs ~1 ms of TTFT).
-
-    It offers the part of `httpx.AsyncClient` the engine uses: `build_request`, `send`,
-    `aclose` and `async with`.
-    """
-
-    def __init__(self, shards: int = 8, **client_kwargs: Any) -> None:
-        if "verify" not in client_kwargs:  # one TLS context for all (each costs ~20 ms and ~0.5 MB)
-            client_kwargs["verify"] = httpx.create_ssl_context()
-        self._clients = [httpx.AsyncClient(**client_kwargs) for _ in range(max(1, shards))]
-        self._next = 0
-
-    @property
-    def clients(self) -> list[httpx.AsyncClient]:
-        return list(self._clients)
-
-    def build_request(self, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Request:
-        return self._clients[0].build_request(method, url, **kwargs)
-
-    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        clients = self._clients
-        i = self._next
-        self._next = (i + 1) % len(clients)
-        return await clients[i].send(request, **kwargs)
-
-    async def aclose(self) -> None:
-        await _close_all(self._clients)
-
-    @property
-    def is_closed(self) -> bool:
-        return all(client.is_closed for client in self._clients)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-
-async def _close_all(clients: list[httpx.AsyncClient]) -> None:
-    """Close every client, the rest too if one fails (the first error propagates)."""
-    if clients:
-        try:
-            await clients[0].aclose()
-        finally:
-            await _close_all(clients[1:])
-
-
-def new_http_client() -> HttpPool:
-    """The connection pool every http-stream node of a process shares."""
-    return HttpPool(
-        timeout=httpx.Timeout(connect=10.0, read=None, write=10.0, pool=30.0),
+def new_http_client() -> httpx.AsyncClient:
+    """The upstream client every http-stream node of a process shares: httpx, over
+    `nodes.http_transport.StreamingTransport` for plain `http://` (one write per request,
+    httptools parsing, an O(1) keep-alive pool) and httpx's own transport for the rest."""
+    fallback = httpx.AsyncHTTPTransport(
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        trust_env=False,
+    )
+    return httpx.AsyncClient(
+        transport=StreamingTransport(fallback=fallback, max_idle_per_origin=64),
+        timeout=httpx.Timeout(connect=10.0, read=None, write=10.0, pool=30.0),
         trust_env=False,
     )
 
@@ -93,7 +45,7 @@ async def run_workflow(
     inputs: Mapping[str, Any],
     *,
     run_id: str,
-    http: HttpPool | httpx.AsyncClient,
+    http: httpx.AsyncClient,
     service_outputs: Mapping[str, Any],
 ) -> AsyncIterator[Any]:
     """Yield the workflow's output chunks. `inputs` must already be validated and cast."""
@@ -122,7 +74,7 @@ async def run_workflow(
             await iterator.aclose()
 
 
-def _start_node(flow: CompiledFlow, node_id: str, run_id: str, http: HttpPool | httpx.AsyncClient, base_scope: dict[str, Any]) -> AsyncIterator[Any]:
+def _start_node(flow: CompiledFlow, node_id: str, run_id: str, http: httpx.AsyncClient, base_scope: dict[str, Any]) -> AsyncIterator[Any]:
     node = flow.nodes[node_id]
     scope = dict(base_scope)
 

@@ -105,7 +105,7 @@ class RunContext:
     run_id: str
     #: resolves one of the node's template fields; `extra` adds sources (e.g. `response[]`)
     resolve: Any
-    #: the shared upstream pool (`engine.scheduler.HttpPool`: httpx clients behind one face)
+    #: the shared upstream `httpx.AsyncClient` (`engine.scheduler.new_http_client`)
     http: Any
     #: the node's parsed template fields and the scope they render against, for nodes that
     #: render one field per chunk and want the fast path (`Template.render_or`)

@@ -1,0 +1,267 @@
+"""The upstream transport (`nodes/http_transport.py`) under a real `httpx.AsyncClient`:
+against the fake vLLM server for the streaming path, and against small scripted TCP servers
+on 127.0.0.1 for the wire's edge cases (bodies without a length, stale keep-alive, garbage,
+large bodies)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from support.fake import DEFAULT_MODEL, expected_tokens
+from support.waiting import async_wait_until
+
+from flowctl.engine.scheduler import new_http_client
+from flowctl.nodes.http_transport import StreamingTransport
+from flowctl.nodes.sse_parser import iter_sse_data_bytes
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def chat_body() -> dict:
+    return {"model": DEFAULT_MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def stream_tokens(client: httpx.AsyncClient, url: str, **kwargs) -> list[str]:
+    async with client.stream("POST", url, json=chat_body(), **kwargs) as response:
+        assert response.status_code == 200
+        tokens = []
+        async for data in iter_sse_data_bytes(response.aiter_raw()):
+            if data == "[DONE]":
+                continue
+            delta = json.loads(data)["choices"][0]["delta"]
+            if delta.get("content"):
+                tokens.append(delta["content"])
+        return tokens
+
+
+class ScriptedServer:
+    """A TCP server on 127.0.0.1 whose connection handler is the test's; counts connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Handler], Awaitable[ScriptedServer]]]:
+    servers: list[ScriptedServer] = []
+
+    async def start(handler: Handler) -> ScriptedServer:
+        served = ScriptedServer(handler)
+        served.server = await asyncio.start_server(served._on_connect, "127.0.0.1", 0)
+        servers.append(served)
+        return served
+
+    try:
+        yield start
+    finally:
+        for served in servers:
+            assert served.server is not None
+            served.server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            await reader.readexactly(int(line.split(b":", 1)[1]))
+    return head
+
+
+# -- the streaming path ------------------------------------------------------------------------
+
+
+async def test_streams_reuse_one_keep_alive_connection(fake_vllm) -> None:
+    server = fake_vllm(tokens=6)
+    before = (await server.astats())["connections"]
+    async with new_http_client() as client:
+        assert isinstance(client._transport, StreamingTransport)
+        for _ in range(5):
+            assert await stream_tokens(client, server.chat_url) == expected_tokens(6)
+    stats = await server.astats()
+    assert stats["requests"] == 5 and stats["completed_streams"] == 5
+    # the other connection is the stats request's own
+    assert stats["connections"] - before == 2, "each run opened its own connection: keep-alive is broken"
+
+
+async def test_stopping_early_closes_the_connection_and_the_next_request_gets_a_new_one(fake_vllm) -> None:
+    server = fake_vllm(tokens=200, token_delay_ms=5)
+    before = (await server.astats())["connections"]
+    async with new_http_client() as client:
+        async with client.stream("POST", server.chat_url, json=chat_body()) as response:
+            async for _ in response.aiter_raw():
+                break  # the consumer leaves after the first read
+        stats = await async_wait_until(
+            lambda: _when(server.astats(), lambda s: s["cancelled_streams"] == 1),
+            message="the upstream never saw the stream cancelled",
+        )
+        assert stats["completed_streams"] == 0
+        checked = stats["connections"]
+        assert await stream_tokens(client, server.chat_url) == expected_tokens(200)
+    stats = await server.astats()
+    # one for the next stream (the cancelled connection was not reused), one for this check
+    assert stats["connections"] - checked == 2
+
+
+async def _when(stats: Awaitable[dict], ok: Callable[[dict], bool]) -> dict | None:
+    value = await stats
+    return value if ok(value) else None
+
+
+async def test_a_server_dying_mid_stream_is_a_remote_protocol_error(fake_vllm) -> None:
+    server = fake_vllm(tokens=50, die_after_tokens=3)
+    async with new_http_client() as client:
+        with pytest.raises(httpx.RemoteProtocolError, match="mid-response"):
+            await stream_tokens(client, server.chat_url)
+
+
+async def test_read_timeout_when_the_server_goes_quiet(fake_vllm) -> None:
+    server = fake_vllm(tokens=50, hang_after_tokens=2)
+    async with new_http_client() as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await stream_tokens(client, server.chat_url, timeout=httpx.Timeout(5.0, read=0.3))
+
+
+async def test_nothing_listening_is_a_connect_error(scripted) -> None:
+    served = await scripted(read_request)
+    url = served.url
+    assert served.server is not None
+    served.server.close()
+    await served.server.wait_closed()
+    async with new_http_client() as client:
+        with pytest.raises(httpx.ConnectError, match="cannot connect"):
+            await client.get(url)
+
+
+async def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(fake_vllm) -> None:
+    server = fake_vllm(tokens=2)
+    async with new_http_client() as client:
+        with pytest.raises(httpx.LocalProtocolError, match="line break"):
+            await client.post(server.chat_url, json=chat_body(), headers={"x-note": "a\r\nx-injected: 1"})
+    stats = await server.astats()
+    assert stats["requests"] == 0
+
+
+# -- the wire's edge cases ---------------------------------------------------------------------
+
+
+async def test_a_body_delimited_by_closing_the_connection(scripted) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello ")
+        await writer.drain()
+        writer.write(b"world")
+        await writer.drain()
+
+    served = await scripted(handler)
+    async with new_http_client() as client:
+        first = await client.get(served.url)
+        second = await client.get(served.url)
+    assert first.text == second.text == "hello world"
+    assert served.connections == 2, "a connection whose end was the body's end was reused"
+
+
+async def test_a_keep_alive_connection_the_server_closed_is_not_reused(scripted) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        # then close without saying `Connection: close`, as an idle timeout would
+
+    served = await scripted(handler)
+    async with new_http_client() as client:
+        for _ in range(3):
+            response = await client.get(served.url)
+            assert response.text == "ok"
+    assert served.connections == 3
+
+
+async def test_garbage_instead_of_a_response_is_a_protocol_error(scripted) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    served = await scripted(handler)
+    async with new_http_client() as client:
+        with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
+            await client.get(served.url)
+
+
+async def test_a_large_body_read_slowly_arrives_whole(scripted) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB, past the transport's pause threshold
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for start in range(0, len(payload), 65536):
+            piece = payload[start : start + 65536]
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await read_request(reader)  # the same connection carries the next request
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    served = await scripted(handler)
+    received = bytearray()
+    async with new_http_client() as client:
+        async with client.stream("GET", served.url) as response:
+            async for piece in response.aiter_raw():
+                received += piece
+                await asyncio.sleep(0)  # let the socket fill past the threshold
+        assert (await client.get(served.url)).status_code == 204
+    assert bytes(received) == payload
+    assert served.connections == 1
+
+
+async def test_other_schemes_go_to_the_fallback_transport() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, text="via fallback")
+
+    transport = StreamingTransport(fallback=httpx.MockTransport(handler))
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get("https://model.example/v1/models")).text == "via fallback"
+        assert (await client.head("http://127.0.0.1:9/")).status_code == 200
+    assert seen == ["https://model.example/v1/models", "http://127.0.0.1:9/"]
+
+
+async def test_closing_the_client_closes_streams_in_flight(fake_vllm) -> None:
+    server = fake_vllm(tokens=500, token_delay_ms=5)
+    client = new_http_client()
+    response = await client.send(client.build_request("POST", server.chat_url, json=chat_body()), stream=True)
+    try:
+        await client.aclose()
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for _ in response.aiter_raw():
+                pass
+    finally:
+        await response.aclose()
+    await async_wait_until(
+        lambda: _when(server.astats(), lambda s: s["cancelled_streams"] == 1),
+        message="the upstream stream outlived the client",
+    )
