@@ -2,7 +2,8 @@
 
 `RunResponse` is a raw ASGI app a route handler returns. It drives `host.stream(run)` in the
 request's own task (no task per chunk, no queue between the engine and the socket) and
-writes each chunk straight to the ASGI `send`:
+writes chunks to the ASGI `send` as soon as they exist; chunks that come ready back to back
+(a burst one network read brought) go out in one write (`ready_chunks.anext_or_flush`):
 
 - A watcher task (one per response) waits on `receive()`. When the client goes away it
   interrupts the run (`record.interrupt`), which cancels this task wherever it waits; the
@@ -30,7 +31,12 @@ from ..engine.host import FlowHost, PreparedRun
 from ..engine.runs import RunRecord, RunStatus
 from ..engine.scheduler import chunk_text
 from .errors import describe, log_unexpected
+from .ready_chunks import anext_or_flush
 from .sse import HEADERS, KEEP_ALIVE, done_event, encode_chunk, error_event
+
+#: a burst longer than this is written in parts (bounds the bytes held back, and the delay
+#: of the burst's first chunk)
+_MAX_EVENTS_PER_WRITE = 64
 
 #: (record, output, error or None) -> (HTTP status, JSON body) for a collected run
 Render = Callable[[RunRecord, Any, BaseException | None], tuple[int, Any]]
@@ -162,21 +168,34 @@ class RunResponse:
         seq = 0
         error: BaseException | None = None
         try:
+            # encoded chunks not written yet: those that came ready at once (see ready_chunks)
+            pending: list[bytes] = []
             opening = framing.opening()
             if opening:
-                self._busy = True
-                await send({"type": "http.response.body", "body": opening, "more_body": True})
-                self._busy = False
+                pending.append(opening)
+
+            async def flush() -> None:
+                if pending:
+                    body = b"".join(pending)
+                    pending.clear()
+                    self._busy = True
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    self._busy = False
+                    self._last = loop.time()
+
             try:
-                async for chunk in stream:
+                while True:
+                    try:
+                        chunk = await anext_or_flush(stream, flush)
+                    except StopAsyncIteration:
+                        break
                     text = chunk if chunk.__class__ is str else chunk_text(chunk)
                     if not text:
                         continue
                     seq += 1
-                    self._busy = True
-                    await send({"type": "http.response.body", "body": frame(seq, text), "more_body": True})
-                    self._busy = False
-                    self._last = loop.time()
+                    pending.append(frame(seq, text))
+                    if len(pending) >= _MAX_EVENTS_PER_WRITE:
+                        await flush()
             except asyncio.CancelledError:
                 # interrupted while writing, not inside the engine: finish the run here
                 if not _absorb_interrupt(record):
@@ -184,10 +203,10 @@ class RunResponse:
                 await stream.aclose()
             except Exception as exc:  # FlowctlError or a bug: the framing says it its way
                 error = exc
-            end = framing.closing(record, seq, error)
+            pending.append(framing.closing(record, seq, error))
             self._busy = True
             if not self._gone:
-                await send({"type": "http.response.body", "body": end, "more_body": False})
+                await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
         finally:
             await stream.aclose()
 

@@ -110,3 +110,14 @@ async def test_a_collecting_client_that_goes_away_cancels_too(up: UpHandle, fake
         with pytest.raises(asyncio.CancelledError):
             await request
     await async_wait_until(lambda: fake_stats(fake_port)["cancelled_streams"] > before, timeout=5, message="collected run was not cancelled")
+
+
+def test_a_token_reaches_the_client_before_the_next_one_exists(up: UpHandle, fake_port: int) -> None:
+    """Bursts are written together, but nothing waits for a burst: with a second between
+    tokens, the client reads the first while the upstream has sent only that one."""
+    body = {"input": {"prompt": "paced", "tokens": "3", "delay_ms": "1000"}}
+    before = fake_stats(fake_port)["tokens_sent"]
+    with httpx.Client(base_url=up.api, timeout=10) as client:
+        with connect_sse(client, "POST", "/workflows/chat/runs", json=body) as source:
+            assert next(source.iter_sse()).data == "w0"
+            assert fake_stats(fake_port)["tokens_sent"] - before == 1
