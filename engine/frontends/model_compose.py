@@ -118,11 +118,12 @@ class _Lowering:
         keys.check_keys(controller, path, keys.CONTROLLER, "in controller", self.errors, self.doc.locate)
         if controller.get("type", "http-server") != "http-server":
             self.error(f"controller type '{controller['type']}' is not supported by flowctl yet", (*path, "type"), hint="use `type: http-server`")
-        server: dict[str, Any] = {"base_path": controller.get("base_path") or "/", "ui_port": None}
-        self.origin[("server",)] = path
+        listener, listener_path = self.http_adapter(controller, path) or (controller, path)
+        server: dict[str, Any] = {"base_path": listener.get("base_path") or "/", "ui_port": None}
+        self.origin[("server",)] = listener_path
         for key in ("host", "port"):
-            if key in controller:
-                server[key] = controller[key]
+            if key in listener:
+                server[key] = listener[key]
         if controller.get("max_concurrent_count"):  # 0: unbounded in model-compose; keep flowctl's bound
             server["max_concurrency"] = controller["max_concurrent_count"]
             self.origin[("server", "max_concurrency")] = (*path, "max_concurrent_count")
@@ -144,6 +145,38 @@ class _Lowering:
         if "name" in controller:
             native["name"] = controller["name"]
             self.origin[("name",)] = (*path, "name")
+
+    def http_adapter(self, controller: dict[str, Any], path: PathKey) -> tuple[dict[str, Any], PathKey] | None:
+        """model-compose 0.4.100+'s `controller.adapter` (or `adapters: [one]`): where the HTTP
+        server's host, port and base_path live in that form; None in the older form."""
+        if "adapter" in controller and "adapters" in controller:
+            self.error("write either `adapter:` or `adapters:`, not both", (*path, "adapter"), key=True)
+            return None
+        if "adapter" in controller:
+            where: PathKey = (*path, "adapter")
+            adapter = self.mapping(controller["adapter"], where, "controller.adapter")
+        elif "adapters" in controller:
+            adapters = controller["adapters"]
+            if not isinstance(adapters, list) or len(adapters) != 1:
+                self.error("flowctl serves one HTTP adapter: `adapters:` must list exactly one", (*path, "adapters"),
+                           hint="keep the `type: http-server` adapter and drop the others")
+                return None
+            where = (*path, "adapters", 0)
+            adapter = self.mapping(adapters[0], where, "controller.adapters[0]")
+        else:
+            return None
+        if adapter is None:
+            return None
+        keys.check_keys(adapter, where, keys.HTTP_ADAPTER, "in controller.adapter", self.errors, self.doc.locate)
+        kind = adapter.get("type")
+        if kind not in keys.HTTP_ADAPTER_TYPES:
+            self.error(f"controller adapter type {kind!r} is not supported by flowctl yet", (*where, "type") if "type" in adapter else where,
+                       hint="use `type: http-server`")
+        for key in ("host", "port", "base_path"):
+            if key in controller:
+                self.error(f"`{key}` is given both on the controller and in its adapter", (*path, key), key=True,
+                           hint=f"keep the adapter's `{key}`")
+        return adapter, where
 
     # -- components --------------------------------------------------------------------------
 

@@ -37,13 +37,15 @@ class Section:
     noop: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     #: documented model-compose keys that have no meaning in flowctl (accepted, ignored)
     ignored: frozenset[str] = frozenset()
+    #: `noop` keys whose accepted value is not model-compose's default (said so in errors)
+    noop_not_default: frozenset[str] = frozenset()
 
     @property
     def known(self) -> list[str]:
         return sorted(self.supported | self.unsupported | set(self.noop) | self.ignored)
 
     def with_keys(self, supported: set[str] = frozenset(), unsupported: set[str] = frozenset()) -> Section:
-        return Section(self.supported | supported, self.unsupported | unsupported, self.noop, self.ignored)
+        return Section(self.supported | supported, self.unsupported | unsupported, self.noop, self.ignored, self.noop_not_default)
 
 
 _RUNTIME_NATIVE = ("native", {"type": "native"})
@@ -57,10 +59,21 @@ TOP = Section(
 )
 
 CONTROLLER = Section(
-    supported=frozenset({"type", "name", "host", "port", "base_path", "max_concurrent_count", "shutdown_timeout", "webui"}),
-    unsupported=frozenset({"queue", "adapter", "adapters", "shutdown_pending_period"}),
+    supported=frozenset({"type", "name", "host", "port", "base_path", "max_concurrent_count", "shutdown_timeout", "webui", "adapter", "adapters"}),
+    unsupported=frozenset({"queue", "shutdown_pending_period"}),
     noop={"runtime": _RUNTIME_NATIVE, "threaded": (False,), "origins": ("*",)},
 )
+
+# model-compose 0.4.100+ moved the HTTP server under `controller.adapter` (or a one-item
+# `adapters:` list): HttpServerControllerAdapterConfig. Its WebSocket endpoint is on by
+# default there; flowctl has none, so only `websocket: false` is accepted.
+HTTP_ADAPTER = Section(
+    supported=frozenset({"type", "host", "port", "base_path"}),
+    unsupported=frozenset({"static"}),
+    noop={"origins": ("*",), "websocket": (False,)},
+    noop_not_default=frozenset({"websocket"}),
+)
+HTTP_ADAPTER_TYPES = frozenset({"http-server"})
 
 # model-compose's web UI keys (CommonWebUIConfig: driver, host, port). flowctl serves its own
 # UI from the same process as the API, so `driver: gradio` and `host` are accepted and
@@ -147,7 +160,7 @@ def check_keys(data: Mapping[str, Any], path: PathKey, section: Section, where: 
             allowed = section.noop[key]
             if value not in allowed:
                 shown = allowed[0] if not isinstance(allowed[0], bool) else str(allowed[0]).lower()
-                errors.append(unsupported(key, child, locate, f"flowctl supports only `{key}: {shown}` (the model-compose default)"))
+                errors.append(unsupported(key, child, locate, f"flowctl supports only `{key}: {shown}`" + ("" if key in section.noop_not_default else " (the model-compose default)")))
             continue
         if key in section.unsupported:
             errors.append(unsupported(key, child, locate))

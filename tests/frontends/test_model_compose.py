@@ -357,10 +357,27 @@ BASE = COMPONENT + "workflow:\n  output: ${output as text;sse-text}\n"
         (COMPONENT + "workflows:\n  - {output: '${output}'}\n  - {output: '${output}'}\n", ("  - {output", 2), "workflow id '__workflow__' is used twice",
          None),
         ("controller: {type: http-server}\n", "controller", "needs a `workflow:`", None),
+        ("controller:\n  adapter: {type: mcp-server, port: 8080}\n" + BASE, "mcp-server", "adapter type 'mcp-server' is not supported", None),
+        ("controller:\n  adapter: {type: http-server, websocket: true}\n" + BASE, "websocket", "'websocket' is not supported", "only `websocket: false`"),
+        ("controller:\n  adapter:\n    type: http-server\n    static: {path: /, base_dir: ui}\n" + BASE, "static:", "'static' is not supported", None),
+        ("controller:\n  adapters:\n    - {type: http-server}\n    - {type: mcp-server}\n" + BASE, "- {type: http-server}", "exactly one", None),
+        ("controller:\n  port: 9000\n  adapter: {type: http-server, port: 8080}\n" + BASE, "port: 9000", "both on the controller and in its adapter",
+         None),
+        ("controller:\n  adapter: {type: http-server, prot: 8080}\n" + BASE, "prot", "unknown key 'prot' in controller.adapter", "did you mean 'port'?"),
     ],
 )
 def test_errors_point_at_the_offending_line(text: str, marker: str | tuple[str, int], message: str, hint: str | None) -> None:
     assert_error_at(text, marker, message, hint)
+
+
+@pytest.mark.parametrize("adapter", [
+    "  adapter:\n    type: http-server\n    host: 127.0.0.1\n    port: 8123\n    base_path: /api\n    websocket: false\n    origins: '*'\n",
+    "  adapters:\n    - {type: http-server, host: 127.0.0.1, port: 8123, base_path: /api}\n",
+])
+def test_the_newer_controller_adapter_form_sets_the_server(adapter: str) -> None:
+    """model-compose 0.4.100+ puts the HTTP server under `controller.adapter(s)`."""
+    spec = spec_of("controller:\n" + adapter + BASE)
+    assert (spec.server.host, spec.server.port, spec.server.base_path) == ("127.0.0.1", 8123, "/api")
 
 
 def test_errors_are_collected_not_stopped_at_the_first() -> None:
