@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -36,6 +37,9 @@ def new_http_client() -> httpx.AsyncClient:
         transport=StreamingTransport(fallback=fallback, max_idle_per_origin=64),
         timeout=httpx.Timeout(connect=10.0, read=None, write=10.0, pool=30.0),
         trust_env=False,
+        # one client serves every run: a cookie the upstream sets in answer to one user's
+        # run must not ride along on the next user's
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
 
 

@@ -196,6 +196,23 @@ async def test_a_keep_alive_connection_the_server_closed_is_not_reused(scripted)
     assert served.connections == 3
 
 
+async def test_cookies_set_by_the_upstream_are_not_sent_on_later_runs(scripted) -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=user-a; Path=/\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    served = await scripted(handler)
+    async with new_http_client() as client:
+        for _ in range(2):
+            assert (await client.get(served.url)).text == "ok"
+    assert len(seen) == 2
+    assert b"cookie:" not in seen[1].lower(), "one run's cookie went out with the next run"
+
+
 async def test_garbage_instead_of_a_response_is_a_protocol_error(scripted) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
