@@ -195,29 +195,23 @@ def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any]) -> int 
 
 def _print_sse(lines: Any) -> int:
     """Print an SSE run stream's chunks as they come; the exit code from its end event."""
-    event, data, wrote_any = "message", [], False
-    for line in lines:
-        if line.startswith("data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(" ") else value)
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif not line and data:
-            text = "\n".join(data)
-            if event == "message":
-                sys.stdout.write(text)
+    from .nodes.sse_parser import iter_sse_events
+
+    wrote_any = False
+    for sse in iter_sse_events(lines):
+        if sse.event == "message":
+            sys.stdout.write(sse.data)
+            sys.stdout.flush()
+            wrote_any = True
+        elif sse.event in ("done", "error"):
+            if wrote_any:
+                sys.stdout.write("\n")
                 sys.stdout.flush()
-                wrote_any = True
-            elif event in ("done", "error"):
-                if wrote_any:
-                    sys.stdout.write("\n")
-                    sys.stdout.flush()
-                end = json.loads(text)
-                if event == "error":
-                    _error(end.get("message", "the run failed"))
-                    return EXIT_RUN
-                return EXIT_OK if end.get("status") == "succeeded" else EXIT_RUN
-            event, data = "message", []
+            end = json.loads(sse.data)
+            if sse.event == "error":
+                _error(end.get("message", "the run failed"))
+                return EXIT_RUN
+            return EXIT_OK if end.get("status") == "succeeded" else EXIT_RUN
     _error("the stream from `flowctl up` ended without a final event")
     return EXIT_RUN
 

@@ -3,30 +3,39 @@ a blank line dispatches it, comment lines (`:`) and other fields are skipped."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
 
 
-async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Yield the data of each event in `lines` (already split, without line endings)."""
-    data: list[str] = []
-    async for line in lines:
+@dataclass(frozen=True)
+class SseEvent:
+    event: str
+    data: str
+
+
+def iter_sse_events(lines: Iterable[str]) -> Iterator[SseEvent]:
+    """Events with their names from `lines` (already split, without line endings): what a
+    client of flowctl's own stream needs (`message` chunks, then `done` or `error`)."""
+    event, data = "message", []
+    for line in lines:
         if not line:
             if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith("data:"):
+                yield SseEvent(event, "\n".join(data))
+            event, data = "message", []
+        elif line.startswith("data:"):
             value = line[5:]
             data.append(value[1:] if value.startswith(" ") else value)
-        # comments, `event:`, `id:` and `retry:` carry nothing a chunk needs
+        elif line.startswith("event:"):
+            event = line[6:].strip() or "message"
+        # comments, `id:` and `retry:` are not needed by any reader here
     if data:
-        yield "\n".join(data)
+        yield SseEvent(event, "\n".join(data))
 
 
 async def iter_sse_data_bytes(raw: AsyncIterator[bytes], encoding: str = "utf-8") -> AsyncIterator[str]:
     """Yield the data of each event in a byte stream (a response body as it arrives).
 
-    The same rules as `iter_sse_data`, applied to bytes: lines end in `\\n`, `\\r\\n` or `\\r`
+    The same rules as `iter_sse_events`, applied to bytes (data only): lines end in `\\n`, `\\r\\n` or `\\r`
     (also when a `\\r\\n` is split over two reads), `data:` lines join with `\\n`, a blank
     line dispatches, comments and other fields are skipped, and data still pending when the
     body ends is dispatched. Each event's data is decoded once. One network read that

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from flowctl.nodes.sse_parser import iter_sse_data, iter_sse_data_bytes
+from flowctl.nodes.sse_parser import SseEvent, iter_sse_data_bytes, iter_sse_events
 
 STREAM = (
     b": a comment\r\n"
@@ -27,9 +27,12 @@ async def _collect(gen):
     return [item async for item in gen]
 
 
-async def test_lines_reader() -> None:
+def test_lines_reader_keeps_event_names() -> None:
     lines = STREAM.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    assert await _collect(iter_sse_data(_aiter(lines))) == EXPECTED
+    events = list(iter_sse_events(lines))
+    assert [e.data for e in events] == EXPECTED
+    assert events[1] == SseEvent("x", "two\nlines")
+    assert {e.event for e in events[:1] + events[2:]} == {"message"}
 
 
 async def test_bytes_reader_whole() -> None:

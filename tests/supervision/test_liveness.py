@@ -23,6 +23,7 @@ from flowctl.engine.errors import RunError, ServiceError
 from flowctl.engine.flow import load_flow
 from flowctl.engine.host import FlowHost
 from flowctl.nodes.base import ServiceState
+from flowctl.nodes.sse_parser import iter_sse_events
 
 FAST_RESTART = {"policy": "on-failure", "backoff": 0.05, "max_restarts": 3}
 
@@ -235,16 +236,7 @@ def test_flowctl_run_fails_when_the_server_dies_mid_stream(flowctl_proc, tmp_pat
 
 def sse_events(response: httpx.Response):
     """(event, data) pairs of an SSE response, as they arrive."""
-    event, data = "message", []
-    for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
+    return ((e.event, e.data) for e in iter_sse_events(response.iter_lines()))
 
 
 def test_up_reports_the_dead_service_fails_runs_and_recovers(flowctl_up, mark) -> None:
