@@ -22,102 +22,24 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import timeit
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT / "tests"))
 
+import contenders as C  # noqa: E402
 import loadgen  # noqa: E402
-from support.procs import free_port  # noqa: E402
-
-FLOW = """\
-version: 1
-name: facade-ratio
-server: {{ui_port: null, max_concurrency: 256}}
-nodes:
-  upstream:
-    type: process-start
-    command: {argv}
-    port: {port}
-    readiness: {{http: /v1/models, timeout: 60}}
-    restart: {{policy: never}}
-    stop_timeout: 5
-  chat:
-    type: http-stream
-    needs: [upstream]
-    url: http://127.0.0.1:{port}/v1/chat/completions
-    headers: {{Content-Type: application/json}}
-    body:
-      model: qwen2-7b-instruct
-      messages:
-        - role: user
-          content: ${{input.prompt}}
-      max_tokens: ${{input.max_tokens as integer | 512}}
-      temperature: ${{input.temperature as number | 0.7}}
-      stream: true
-    stream_format: json
-    output: ${{response[].choices[0].delta.content}}
-  reply:
-    type: sse-sink
-    source: ${{nodes.chat.output as stream/text}}
-workflows:
-  chat: {{output: reply, default: true}}
-"""
 
 
-def start_up(tokens: int, delay_ms: float, workdir: Path) -> tuple[subprocess.Popen, int, int]:
-    upstream, api = free_port(), free_port()
-    argv = [sys.executable, str(ROOT / "tests" / "servers" / "fake_vllm.py"), "--quiet", "--port", str(upstream),
-            "--tokens", str(tokens), "--token-delay-ms", str(delay_ms), "--served-model-name", loadgen.MODEL]
-    flow = workdir / "flow.yml"
-    flow.write_text(FLOW.format(argv=json.dumps(argv), port=upstream))
-    log = open(workdir / "up.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "flowctl", "up", str(flow), "--port", str(api), "--ui-port", "0", "--no-reload"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"flowctl up exited with {proc.returncode}:\n{(workdir / 'up.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{api}/api/ready", timeout=1).status_code == 200:
-                return proc, api, upstream
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    stop(proc)
-    raise SystemExit("flowctl up did not become ready in 60s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def measure(targets: list[loadgen.Target], concurrency: int, requests: int, rounds: int, tokens: int, flowctl_pid: int) -> dict[str, Any]:
-    """Each contender's cell, plus the CPU time flowctl's own process spent per 1000 tokens
-    while it ran (on a small machine the client competes for the same cores, so CPU per token
-    is the steadier measure of what the server adds)."""
+async def measure(targets: list[loadgen.Target], concurrency: int, requests: int, rounds: int, tokens: int, up: C.Contender) -> dict[str, Any]:
+    """Each contender's cell, plus the CPU time flowctl (its process tree minus the upstream)
+    spent per 1000 tokens while it ran (on a small machine the client competes for the same
+    cores, so CPU per token is the steadier measure of what the server adds)."""
     expected = loadgen.expected_tokens(tokens)
     batches: dict[str, list[loadgen.Batch]] = {t.name: [] for t in targets}
     cpu: dict[str, float] = {t.name: 0.0 for t in targets}
@@ -127,9 +49,9 @@ async def measure(targets: list[loadgen.Target], concurrency: int, requests: int
         for r in range(rounds):
             order = targets[r % len(targets):] + targets[: r % len(targets)]
             for target in order:
-                before = cpu_seconds(flowctl_pid)
+                before = up.engine_cpu()
                 batches[target.name].append(await loadgen.run_batch(client, target, concurrency, requests, expected))
-                cpu[target.name] += cpu_seconds(flowctl_pid) - before
+                cpu[target.name] += up.engine_cpu() - before
     cells = {name: loadgen.summarize(b) for name, b in batches.items()}
     for name, cell in cells.items():
         cell["flowctl_cpu_ms_per_1k_tokens"] = round(cpu[name] * 1e6 / cell["tokens"], 1) if cell["tokens"] else None
@@ -138,14 +60,14 @@ async def measure(targets: list[loadgen.Target], concurrency: int, requests: int
 
 def micro() -> dict[str, float]:
     """In process: µs per run of the metrics listeners; µs per token of each encoding."""
-    from flowctl.engine.flow import load_flow_text
+    from flowctl.engine.flow import load_flow
     from flowctl.engine.host import FlowHost
     from flowctl.engine.runs import RunRecord, RunStatus
     from flowctl.server.metrics import FlowMetrics
     from flowctl.server.openai_facade import ChunkEncoder
     from flowctl.server.sse import encode_chunk
 
-    flow = load_flow_text(FLOW.format(argv=json.dumps(["true"]), port=9), "bench.yml")
+    flow = load_flow(C.FLOWS / "flowctl.yml")
 
     async def listeners() -> float:
         host = FlowHost(flow, state_dir=Path(tempfile.mkdtemp()))
@@ -186,18 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here too")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="facade-ratio-") as tmp:
-        proc, api, upstream = start_up(a.tokens, a.token_delay_ms, Path(tmp))
+        # the benchmark's own flowctl contender: bench/flows/flowctl.yml over the fake upstream
+        up = C.Contender("flowctl", "flowctl", "flowctl", Path(tmp))
         try:
-            base = f"http://127.0.0.1:{api}"
+            up.start(C.Mode("facade", a.tokens, a.token_delay_ms))
+            base = up.base
             targets = [
-                loadgen.openai_target("direct", f"http://127.0.0.1:{upstream}"),
+                loadgen.openai_target("direct", f"http://127.0.0.1:{up.upstream_port}"),
                 loadgen.flowctl_target("native", base),
                 loadgen.openai_target("facade", base, model="chat"),
             ]
-            cells = asyncio.run(measure(targets, a.concurrency, a.requests, a.rounds, a.tokens, proc.pid))
+            cells = asyncio.run(measure(targets, a.concurrency, a.requests, a.rounds, a.tokens, up))
             runs = httpx.get(base + "/metrics", timeout=5).text
         finally:
-            stop(proc)
+            up.stop()
     counted = sum(float(line.rsplit(" ", 1)[1]) for line in runs.splitlines() if line.startswith("flowctl_runs_total{"))
     result = {
         "setup": {"concurrency": a.concurrency, "tokens": a.tokens, "token_delay_ms": a.token_delay_ms, "requests_per_round": a.requests, "rounds": a.rounds, "cpus": os.cpu_count()},

@@ -75,7 +75,6 @@ class _Connection(asyncio.Protocol):
         if self._parser is None or self.complete:
             # bytes nobody asked for (a server talking out of turn): this connection
             # cannot be trusted with another request
-            self.reusable = False
             self._fail(httpx.RemoteProtocolError("the server sent data outside a response"))
             return
         try:
@@ -85,9 +84,6 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"malformed HTTP response ({exc})"))
         self._wake()
-
-    def eof_received(self) -> bool | None:
-        return None  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -100,12 +96,6 @@ class _Connection(asyncio.Protocol):
             else:
                 self.error = httpx.RemoteProtocolError("the server closed the connection without a response")
         self._wake()
-
-    def pause_writing(self) -> None:  # request bodies are small and written at once
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
     # -- httptools callbacks
 

@@ -319,17 +319,9 @@ def _uvicorn_server(app: Any, settings: Settings, port: int) -> Any:
         lifespan="off",
         timeout_graceful_shutdown=int(settings.drain_timeout) + 5,
         server_header=False,
-        http="httptools" if _has_httptools() else "h11",
+        http="httptools",  # a dependency (the upstream transport parses with it too)
     )
     return Server(config)
-
-
-def _has_httptools() -> bool:
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 async def _serve(args: argparse.Namespace, flow: Any, settings: Settings, api_key: str | None, sockets: list[socket.socket], pidfile: PidFile) -> int:

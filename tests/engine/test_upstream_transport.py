@@ -106,7 +106,6 @@ async def test_streams_reuse_one_keep_alive_connection(fake_vllm) -> None:
 
 async def test_stopping_early_closes_the_connection_and_the_next_request_gets_a_new_one(fake_vllm) -> None:
     server = fake_vllm(tokens=200, token_delay_ms=5)
-    before = (await server.astats())["connections"]
     async with new_http_client() as client:
         async with client.stream("POST", server.chat_url, json=chat_body()) as response:
             async for _ in response.aiter_raw():
@@ -226,8 +225,8 @@ async def test_garbage_instead_of_a_response_is_a_protocol_error(scripted) -> No
             await client.get(served.url)
 
 
-async def test_a_large_body_read_slowly_arrives_whole(scripted) -> None:
-    payload = bytes(range(256)) * 8192  # 2 MiB, past the transport's pause threshold
+async def test_a_reader_that_falls_behind_pauses_the_socket_and_still_gets_every_byte(scripted) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB, far past the transport's pause threshold
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -244,10 +243,16 @@ async def test_a_large_body_read_slowly_arrives_whole(scripted) -> None:
     served = await scripted(handler)
     received = bytearray()
     async with new_http_client() as client:
+        transport = client._transport
+        assert isinstance(transport, StreamingTransport)
         async with client.stream("GET", served.url) as response:
-            async for piece in response.aiter_raw():
-                received += piece
-                await asyncio.sleep(0)  # let the socket fill past the threshold
+            pieces = response.aiter_raw()
+            received += await anext(pieces)
+            (conn,) = transport._busy  # the one connection, white-box: is reading paused?
+            await async_wait_until(lambda: conn._paused, message="the socket was read on while the reader fell behind")
+            async with asyncio.timeout(10):  # reading must resume once the reader catches up
+                async for piece in pieces:
+                    received += piece
         assert (await client.get(served.url)).status_code == 204
     assert bytes(received) == payload
     assert served.connections == 1

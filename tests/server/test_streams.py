@@ -4,13 +4,14 @@ away, or a cancel, closes the upstream request (the fake vLLM server counts it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse, connect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from support.fake import expected_tokens
 from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
@@ -52,14 +53,20 @@ async def test_32_concurrent_streams_lose_and_reorder_nothing(up: UpHandle) -> N
         await asyncio.gather(*(one(client, i) for i in range(32)))
 
 
+@contextlib.contextmanager
+def long_stream(client: httpx.Client) -> Iterator[tuple[str, Iterator[ServerSentEvent]]]:
+    """A run of 5000 tokens 5 ms apart, open and past its first token: (run id, the rest)."""
+    body = {"input": {"prompt": "long", "tokens": "5000", "delay_ms": "5"}}
+    with connect_sse(client, "POST", "/workflows/chat/runs", json=body) as source:
+        events = source.iter_sse()
+        assert next(events).data == "w0"
+        yield source.response.headers["x-run-id"], events
+
+
 def test_a_client_that_goes_away_closes_the_upstream(up: UpHandle, fake_port: int) -> None:
     before = fake_stats(fake_port)["cancelled_streams"]
-    body = {"input": {"prompt": "long", "tokens": "5000", "delay_ms": "5"}}
     with httpx.Client(base_url=up.api, timeout=10) as client:
-        with connect_sse(client, "POST", "/workflows/chat/runs", json=body) as source:
-            run_id = source.response.headers["x-run-id"]
-            events = source.iter_sse()
-            assert next(events).data == "w0"
+        with long_stream(client) as (run_id, events):
             assert next(events).data == " w1"
         # leaving the block closes the connection mid-stream
     wait_until(lambda: fake_stats(fake_port)["cancelled_streams"] > before, timeout=5, message="the upstream request was not closed")
@@ -70,12 +77,8 @@ def test_a_client_that_goes_away_closes_the_upstream(up: UpHandle, fake_port: in
 
 def test_cancel_ends_the_stream_and_closes_the_upstream(up: UpHandle, fake_port: int) -> None:
     before = fake_stats(fake_port)["cancelled_streams"]
-    body = {"input": {"prompt": "long", "tokens": "5000", "delay_ms": "5"}}
     with httpx.Client(base_url=up.api, timeout=10) as client:
-        with connect_sse(client, "POST", "/workflows/chat/runs", json=body) as source:
-            run_id = source.response.headers["x-run-id"]
-            events = source.iter_sse()
-            assert next(events).data == "w0"
+        with long_stream(client) as (run_id, events):
             cancelled = client.post(f"/runs/{run_id}/cancel")
             assert cancelled.status_code == 200
             assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancelled"] is True
