@@ -33,6 +33,7 @@ import watchfiles
 
 from .errors import FlowError, FlowErrors, Location
 from .flow import load_flow_text
+from .loader import MAX_FLOW_BYTES, check_size
 
 if TYPE_CHECKING:
     from .graph import CompiledFlow
@@ -200,6 +201,7 @@ class _Watcher:
             raise FlowError("the flow file is gone", location=here, hint="save it again to reload")
         if isinstance(data, OSError):
             raise FlowError(f"cannot read the flow file: {data.strerror or data}", location=here)
+        check_size(len(data), self.name)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -252,9 +254,11 @@ async def _first(changes: AsyncGenerator[set[tuple[watchfiles.Change, str]], Non
 
 
 def _read(path: Path) -> bytes | OSError | None:
-    """The file's bytes; None when it does not exist; the error when it cannot be read."""
+    """The file's bytes (one more than the loader accepts, at most: a huge file is an error,
+    not a read into memory); None when it does not exist; the error when it cannot be read."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            return handle.read(MAX_FLOW_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:

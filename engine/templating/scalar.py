@@ -52,11 +52,12 @@ def load_flow(text: str) -> Any:
     """Load a YAML flow collection (`[...]` or `{...}`); raises ValueError if it is not one."""
     from io import StringIO
 
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    from ..loader import bounded_yaml
+
     try:
-        value = YAML(typ="safe", pure=True).load(StringIO(text))
+        value = bounded_yaml("safe").load(StringIO(text))
     except YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ValueError(problem) from None
