@@ -217,6 +217,7 @@ def _print_sse(lines: Any) -> int:
 
 
 async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
+    from .engine.host import check_services_lived
     from .engine.paths import state_dir_for
     from .engine.scheduler import chunk_text, new_http_client, run_workflow
     from .engine.supervisor import Supervisor
@@ -229,6 +230,7 @@ async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
     wrote_any = False
     try:
         await supervisor.start(flow, workflow.services)
+        lives = supervisor.lives(workflow.services)
         async with new_http_client() as http:
             chunks = run_workflow(flow, workflow, inputs, run_id=uuid.uuid4().hex[:12], http=http, service_outputs=supervisor.outputs)
             try:
@@ -239,6 +241,7 @@ async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
                     wrote_any = True
             finally:
                 await chunks.aclose()
+        check_services_lived(supervisor, lives)
         if wrote_any:
             out.write("\n")
             out.flush()

@@ -33,6 +33,12 @@ class FlowctlError(Exception):
         return self.message
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """`text` for a message: whole when short, else its start and `...` (a request can send
+    a 10,000-character id; echoing it back whole helps nobody)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Location:
     file: str
@@ -137,6 +143,7 @@ class ServiceError(FlowctlError):
 
 __all__ = [
     "CastError",
+    "clip",
     "FlowError",
     "FlowErrors",
     "FlowctlError",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..nodes.base import ServiceState, ServiceStatus
-from .errors import FlowctlError, FlowError, RunError, ServiceError
+from .errors import FlowctlError, FlowError, RunError, ServiceError, clip
 from .graph import CompiledFlow, CompiledWorkflow
 from .paths import state_dir_for
 from .runs import RunRecord, RunStatus
@@ -36,6 +36,7 @@ from .templating import validate_inputs
 
 class WorkflowNotFound(FlowctlError):
     def __init__(self, workflow_id: str, known: list[str]) -> None:
+        workflow_id = clip(workflow_id)
         super().__init__(f"no workflow '{workflow_id}'", hint="workflows: " + (", ".join(known) or "none"))
         self.workflow_id = workflow_id
 
@@ -179,6 +180,7 @@ class FlowHost:
             self._active[record.id] = record
             self._idle.clear()
             self._emit("run.started", {"run": record})
+            lives = self.supervisor.lives(workflow.services)
             chunks = run_workflow(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs)
             try:
                 async for chunk in chunks:
@@ -188,6 +190,7 @@ class FlowHost:
                     yield chunk
             finally:
                 await chunks.aclose()
+            check_services_lived(self.supervisor, lives)
             record.status = RunStatus.SUCCEEDED
         except asyncio.CancelledError:
             stop = record._stop_reason
@@ -277,6 +280,15 @@ class FlowHost:
         for listener in self.listeners:
             with contextlib.suppress(Exception):
                 listener(event, data)
+
+
+def check_services_lived(supervisor: Supervisor, lives: dict[str, tuple[int | None, int]]) -> None:
+    """Raise ServiceError if a service a run read from went down (or was restarted) while it
+    ran: its output may have been cut short even though every node ended cleanly."""
+    lost = supervisor.lost_since(lives)
+    if lost:
+        node, reason = next(iter(lost.items()))
+        raise ServiceError(node, f"went down during the run ({reason}); the output may be cut short")
 
 
 def _status_dict(status: ServiceStatus | None) -> dict[str, Any]:

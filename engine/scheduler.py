@@ -21,7 +21,7 @@ import httpx
 from ..nodes.base import RunContext
 from ..nodes.http_transport import StreamingTransport
 from ..nodes.registry import create_node
-from .errors import FlowctlError, RunError, TemplateError
+from .errors import FlowctlError, InputError, RunError, TemplateError
 from .graph import CompiledFlow, CompiledWorkflow
 
 
@@ -99,7 +99,7 @@ async def _guarded(node_id: str, chunks: AsyncIterator[Any]) -> AsyncIterator[An
     try:
         async for chunk in chunks:
             yield chunk
-    except RunError:
+    except (RunError, InputError):  # already names the node (or the input at fault)
         raise
     except TemplateError as exc:
         raise RunError(node_id, exc.message, hint=exc.hint) from None

@@ -35,6 +35,9 @@ class ServerSpec(_Strict):
     max_body_bytes: int = 1_048_576
     #: seconds in-flight runs get to finish when flowctl stops
     drain_timeout: float = 10.0
+    #: names (besides IP addresses, `localhost` and the bound host) that requests may carry
+    #: in their `Host` header; `.example.com` includes subdomains, `"*"` allows any
+    allowed_hosts: list[str] = []
 
     @field_validator("base_path")
     @classmethod

@@ -63,6 +63,18 @@ class Supervisor:
                 missing[node_id] = node.status.reason or node.status.state.value
         return missing
 
+    def lives(self, node_ids: Iterable[str]) -> dict[str, tuple[int | None, int]]:
+        """Which life each service is in: (pid, restarts). A run takes this at its start and
+        asks `lost_since` at its end, to know whether a service it read from died meanwhile
+        (a stream whose end is the connection's end cannot tell a crash from a finish)."""
+        return {node_id: (self._nodes[node_id].status.pid, self._nodes[node_id].status.restarts) for node_id in node_ids if node_id in self._nodes}
+
+    def lost_since(self, lives: dict[str, tuple[int | None, int]]) -> dict[str, str]:
+        """The services of `lives` that are down now or were restarted since, with why."""
+        down = self.not_ready(lives)
+        now = self.lives(lives)
+        return {node_id: down.get(node_id, "it was restarted") for node_id, life in lives.items() if node_id in down or now.get(node_id) != life}
+
     async def settle(self, node_ids: Iterable[str], timeout: float = 0.5) -> None:
         """Give services that look up a moment to show that they died. A model server's
         sockets close a little before its exit is seen, so a run whose connection just broke

@@ -19,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from ..engine.host import FlowHost
 from .auth import api_key_middleware
 from .errors import EXCEPTION_HANDLERS
+from .host_check import host_check_middleware
 from .metrics import metrics_router
 from .openai_facade import openai_router
 from .routes_api import ServerContext, api_router
@@ -57,7 +58,7 @@ def create_app(host: FlowHost, *, api_key: str | None = None, ctx: ServerContext
     exempt_path = health_path(base)
     return Litestar(
         route_handlers=_routers(ctx, base),
-        middleware=api_key_middleware(api_key, exempt=lambda path: path == exempt_path),
+        middleware=[host_check_middleware(ctx.bind_host, lambda: host.flow.server.allowed_hosts), *api_key_middleware(api_key, exempt=lambda path: path == exempt_path)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="flowctl", version=_version(), path=f"{base}/schema", description=f"flowctl serving {host.flow.name}"),

@@ -11,10 +11,11 @@ the hot path. Paths under `/v1/` get OpenAI's error body, the others flowctl's.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Callable, Iterable
 
 from litestar.types import ASGIApp, Receive, Scope, Send
+
+from .errors import send_refusal
 
 ENV_VAR = "FLOWCTL_API_KEY"
 
@@ -47,23 +48,7 @@ class ApiKeyMiddleware:
             return
         message = "missing API key" if token is None else "wrong API key"
         hint = "send the key of FLOWCTL_API_KEY as `Authorization: Bearer <key>`"
-        if scope["path"].startswith("/v1/"):
-            body = {"error": {"message": f"{message} ({hint})", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
-        else:
-            body = {"error": message, "hint": hint}
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"www-authenticate", b'Bearer realm="flowctl"'),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        await send_refusal(send, scope["path"], 401, message, hint=hint, code="invalid_api_key", headers=((b"www-authenticate", b'Bearer realm="flowctl"'),))
 
 
 def api_key_middleware(api_key: str | None, exempt: Callable[[str], bool]) -> list[Callable[[ASGIApp], ASGIApp]]:

@@ -14,14 +14,16 @@ Other front ends (the OpenAI facade) can reuse `describe` and reshape the body.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import Send
 
-from ..engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, UpstreamError
+from ..engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, UpstreamError, clip
 from ..engine.host import Busy, ShuttingDown, WorkflowNotFound
 
 log = logging.getLogger("flowctl.server")
@@ -29,6 +31,7 @@ log = logging.getLogger("flowctl.server")
 
 class RunNotFound(FlowctlError):
     def __init__(self, run_id: str) -> None:
+        run_id = clip(run_id)
         super().__init__(f"no run '{run_id}'", hint="runs are kept for a while after they finish")
         self.run_id = run_id
 
@@ -85,8 +88,31 @@ def log_unexpected(exc: BaseException) -> str:
     return error_id
 
 
+async def send_refusal(send: Send, path: str, status: int, message: str, *, hint: str, code: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer a request from raw ASGI middleware (before routing): OpenAI's error body under
+    `/v1/`, flowctl's elsewhere."""
+    if path.startswith("/v1/"):
+        body: dict[str, Any] = {"error": {"message": f"{message} ({hint})", "type": "invalid_request_error", "param": None, "code": code}}
+    else:
+        body = {"error": message, "hint": hint}
+    payload = json.dumps(body).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+#: statuses that say the request itself was wrong: each gets one log line (never a traceback)
+REFUSED = frozenset({400, 403, 413, 415, 422})
+
+
+def log_refused(method: str, path: str, status: int, message: str) -> None:
+    if status in REFUSED:
+        log.warning("refused %s %s (%d): %s", method, clip(path), status, clip(message, 200))
+
+
 def _handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status, body, headers = describe(exc)
+    log_refused(request.method, request.url.path, status, str(body.get("error")))
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
@@ -97,4 +123,4 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Exception: _handler,
 }
 
-__all__ = ["BadRequest", "EXCEPTION_HANDLERS", "RunNotFound", "describe", "log_unexpected"]
+__all__ = ["BadRequest", "EXCEPTION_HANDLERS", "RunNotFound", "describe", "log_refused", "log_unexpected", "send_refusal"]

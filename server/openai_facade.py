@@ -43,12 +43,13 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..engine.errors import FlowctlError, InputError, TemplateError
+from ..engine.errors import FlowctlError, InputError, TemplateError, clip
 from ..engine.graph import CompiledFlow, CompiledWorkflow
 from ..engine.host import Busy, FlowHost
 from ..engine.runs import RunRecord, RunStatus
 from ..engine.scheduler import chunk_text
-from .errors import describe
+from .errors import BadRequest, describe, log_refused
+from .request_json import load_json_body
 from .routes_api import ServerContext
 from .streaming import RunResponse
 
@@ -225,12 +226,13 @@ def map_inputs(workflow: CompiledWorkflow, request: ChatCompletionRequest, body:
     return raw
 
 
-def parse_request(raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
-    """The request body, checked: (model, raw JSON). Raises OpenAIError(400)."""
+def parse_request(content_type: str | None, raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """The request body, checked (see `request_json`): (model, raw JSON). Raises
+    OpenAIError (400, or 415 when it is not declared JSON)."""
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OpenAIError(400, f"the request body is not valid JSON ({getattr(exc, 'msg', exc)})") from None
+        body = load_json_body(content_type, raw)
+    except BadRequest as exc:
+        raise OpenAIError(exc.status, str(exc), param=exc.field) from None
     if not isinstance(body, dict):
         raise OpenAIError(400, "the request body must be a JSON object")
     try:
@@ -352,7 +354,7 @@ def openai_router(ctx: ServerContext) -> Router:
 
     def unknown(name: str) -> OpenAIError:
         known = ", ".join(models()) or "none"
-        return OpenAIError(404, f"The model `{name}` does not exist (models: {known})", param="model", code="model_not_found")
+        return OpenAIError(404, f"The model `{clip(name)}` does not exist (models: {known})", param="model", code="model_not_found")
 
     @get("/v1/models", sync_to_thread=False)
     def list_models() -> ASGIApp:
@@ -369,19 +371,18 @@ def openai_router(ctx: ServerContext) -> Router:
     @post("/v1/chat/completions")
     async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
         try:
-            try:
-                raw = await request.body()
-            except HTTPException as exc:
-                return error_answer(exc)
-            chat, body = parse_request(raw)
+            raw = await request.body()
+            chat, body = parse_request(request.headers.get("content-type"), raw)
             workflow = models().get(chat.model)
             if workflow is None:
-                return error_answer(unknown(chat.model))
+                raise unknown(chat.model)
             if host.would_queue_overflow(workflow):
                 raise Busy(f"model '{chat.model}' is at its concurrency limit and its queue is full", hint="retry later")
             run = host.prepare(workflow.id, map_inputs(workflow, chat, body))
         except Exception as exc:
-            return error_answer(exc)
+            error = openai_error(exc)
+            log_refused("POST", "/v1/chat/completions", error.status, error.message)
+            return error_answer(error)
         if chat.stream:
             return chat_stream(host, run, model=chat.model, keepalive=ctx.keepalive)
         return RunResponse(host, run, sse=False, render=completion_renderer(chat.model))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +39,7 @@ from ..engine.export import to_json, to_mermaid
 from ..engine.graph import CompiledWorkflow
 from ..engine.host import Busy, FlowHost, PreparedRun, WorkflowNotFound
 from .errors import BadRequest, RunNotFound
+from .request_json import load_json_body
 from .streaming import OutputStore, RunResponse
 
 
@@ -53,20 +53,18 @@ class ServerContext:
     #: outputs of runs nobody was listening to (model-compose's wait_for_completion: false)
     outputs: OutputStore = field(default_factory=OutputStore)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: the address `up` binds (a name there is an allowed `Host`, see `host_check`)
+    bind_host: str | None = None
 
 
 # -- helpers shared with the other routers ---------------------------------------------------
 
 
 async def read_json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """The request body as a JSON object (an empty body is `{}`)."""
-    raw = await request.body()
-    if not raw.strip():
+    """The request body as a JSON object (an empty body is `{}`); see `request_json`."""
+    body = load_json_body(request.headers.get("content-type"), await request.body())
+    if body is None:
         return {}
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON ({getattr(exc, 'msg', exc)})") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object", field="body", status=422)
     return body

@@ -365,7 +365,7 @@ async def _serve(args: argparse.Namespace, flow: Any, settings: Settings, api_ke
         return EXIT_FLOW if isinstance(exc, FlowError) else EXIT_SERVICE
 
     # -- then the servers
-    ctx = ServerContext(host=host, keepalive=default_keepalive())
+    ctx = ServerContext(host=host, keepalive=default_keepalive(), bind_host=settings.host)
     api_sock = sockets[0]
     api = _uvicorn_server(create_app(host, api_key=api_key, ctx=ctx), settings, api_sock.getsockname()[1])
     servers = [(api, api_sock)]

@@ -17,6 +17,7 @@ from litestar.static_files import create_static_files_router
 
 from .auth import api_key_middleware
 from .errors import EXCEPTION_HANDLERS
+from .host_check import host_check_middleware
 from .routes_api import ServerContext, api_router
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -43,7 +44,7 @@ def create_ui_app(ctx: ServerContext, *, api_key: str | None = None) -> Litestar
             api_router(ctx, base),
             create_static_files_router(path="/", directories=[STATIC_DIR], html_mode=True, name="ui"),
         ],
-        middleware=api_key_middleware(api_key, exempt=exempt),
+        middleware=[host_check_middleware(ctx.bind_host, lambda: ctx.host.flow.server.allowed_hosts), *api_key_middleware(api_key, exempt=exempt)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=flow.server.max_body_bytes,
         openapi_config=None,

@@ -18,6 +18,7 @@ SOURCES: Final[tuple[str, ...]] = ("input", "env", "nodes", "response", "respons
 TYPES: Final[tuple[str, ...]] = (
     "text",
     "string",
+    "raw",
     "number",
     "integer",
     "boolean",
@@ -69,6 +70,12 @@ NO_DEFAULT: Final = _NoDefault()
 def normalise_type(name: str) -> str:
     """`string` is another spelling of `text`; every other type keeps its name."""
     return "text" if name == "string" else name
+
+
+def value_type(name: str | None) -> str | None:
+    """The type of the value itself: `raw` is text that a URL takes as written (see
+    `nodes/http_url.py`), so as an input it is `text`."""
+    return "text" if name == "raw" else name
 
 
 def format_path(source: str, path: tuple[str | int, ...]) -> str:

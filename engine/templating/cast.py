@@ -8,6 +8,7 @@
 Rules (each failure raises `CastError(path, value, type)`):
 
 - `text`: a string as is; booleans `true`/`false`; numbers `str()`; dicts/lists compact JSON.
+- `raw`: as `text`; interpolated into an http-stream `url:` it is not percent-encoded.
 - `number`: ints stay ints, floats stay floats, a numeric string becomes a float.
   Booleans, NaN and infinities are rejected.
 - `integer`: ints, integral floats (`2.0`), integer strings (`"42"`, also `"2.0"`).
@@ -285,6 +286,7 @@ def _stream_json(value: Any, path: str) -> StreamCast:
 
 CASTERS: dict[str, Callable[[Any, str], Any]] = {
     "text": _text,
+    "raw": _text,
     "number": _number,
     "integer": _integer,
     "boolean": _boolean,

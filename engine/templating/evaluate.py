@@ -230,6 +230,14 @@ class Template:
         pieces = self._pieces
         return "".join([p if p.__class__ is str else to_text(p(scope, _RAISE)) for p in pieces])  # type: ignore
 
+    def render_each(self, scope: Mapping[str, Any], encode: Callable[[Expr, str], str]) -> Any:
+        """Like `render`, but each `${...}` interpolated into a longer string passes through
+        `encode(expr, text)` (a URL escapes it for where it sits). A whole-value or literal
+        template renders as `render` does."""
+        if not self._pieces:
+            return self.render(scope)
+        return "".join([p if p.__class__ is str else encode(part, to_text(p(scope, _RAISE))) for part, p in zip(self.parts, self._pieces)])  # type: ignore
+
     def render_or(self, scope: Mapping[str, Any], fallback: Any) -> Any:
         """Like `render`, but return `fallback` instead of raising when a referenced value
         is missing and has no default (cast errors still raise). For per-chunk outputs

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CastError, InputError, TemplateError
-from .ast import NO_DEFAULT, STREAM_TYPES, Reference
+from .ast import NO_DEFAULT, STREAM_TYPES, Reference, value_type
 from .cast import cast
 
 
@@ -88,15 +88,16 @@ def infer_inputs(references: Iterable[Reference]) -> dict[str, InferredInput]:
         if len(ref.path) > 1:
             draft.implied = draft.implied or ("list" if isinstance(ref.path[1], int) else "object")
             continue
-        if ref.type is not None:
-            if draft.type is not None and draft.type != ref.type:
+        ref_type = value_type(ref.type)
+        if ref_type is not None:
+            if draft.type is not None and draft.type != ref_type:
                 raise TemplateError(
                     f"input '{name}' is used as {draft.type} in {draft.type_ref.text} "  # type: ignore[union-attr]
-                    f"and as {ref.type} in {ref.text}",
+                    f"and as {ref_type} in {ref.text}",
                     template=ref.text,
                     hint="give every use of an input the same type, or declare the input",
                 )
-            draft.type, draft.type_ref = ref.type, ref
+            draft.type, draft.type_ref = ref_type, ref
         if ref.has_default:
             if draft.default_ref is not None and not _same(draft.default, ref.default):
                 raise TemplateError(

@@ -27,6 +27,10 @@ serve many test cases:
 ``--fail-status N``            answer every completion with status N + OpenAI error body
 ``--die-after-tokens K``       ``os._exit(3)`` after sending K tokens (a crash)
 ``--hang-after-tokens K``      stop sending after K tokens, keep the connection open
+``--close-delimited 1``        stream without chunked encoding: the body ends when the
+                               connection closes (as some proxies and servers answer)
+``--omit-end 1``               end the stream cleanly but without the ``finish_reason``
+                               chunk and ``data: [DONE]`` (a stream cut short upstream)
 =============================  =========================================================
 
 Process-level flags: ``--startup-delay-ms``, ``--exit-before-ready CODE``, ``--model``,
@@ -71,6 +75,8 @@ PER_REQUEST_FLAGS = (
     "fail-status",
     "die-after-tokens",
     "hang-after-tokens",
+    "close-delimited",
+    "omit-end",
 )
 
 
@@ -149,6 +155,11 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+def _unframed(data: bytes) -> bytes:
+    """``data`` as is, for a body delimited by closing the connection."""
+    return data
+
+
 # --------------------------------------------------------------------------- config, stats
 
 
@@ -163,6 +174,8 @@ class Config:
     fail_status: int | None = None
     die_after_tokens: int | None = None
     hang_after_tokens: int | None = None
+    close_delimited: int = 0
+    omit_end: int = 0
     startup_delay_ms: float = 0.0
     exit_before_ready: int | None = None
     ignore_sigterm: bool = False
@@ -180,6 +193,8 @@ class Behaviour:
     fail_status: int | None
     die_after_tokens: int | None
     hang_after_tokens: int | None
+    close_delimited: bool = False
+    omit_end: bool = False
 
     @classmethod
     def for_request(cls, cfg: Config, headers: dict[str, str]) -> "Behaviour":
@@ -196,6 +211,8 @@ class Behaviour:
             fail_status=num("fail-status", cfg.fail_status) or None,
             die_after_tokens=num("die-after-tokens", cfg.die_after_tokens),
             hang_after_tokens=num("hang-after-tokens", cfg.hang_after_tokens),
+            close_delimited=bool(num("close-delimited", cfg.close_delimited)),
+            omit_end=bool(num("omit-end", cfg.omit_end)),
         )
 
 
@@ -253,6 +270,7 @@ class Conn:
         self.reader = reader
         self.writer = writer
         self.prefix = b""  # bytes the EOF watcher consumed (start of a pipelined request)
+        self.must_close = False  # the last response's body ends with the connection
         self._eof_task: asyncio.Task[bytes] | None = None
 
     async def read_request(self) -> Request | None:
@@ -430,7 +448,7 @@ class FakeVLLM:
                 if req is None:
                     return
                 keep = await self.dispatch(conn, req)
-                if not keep or not req.keep_alive:
+                if not keep or not req.keep_alive or conn.must_close:
                     return
         except (Disconnected, ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
@@ -602,11 +620,16 @@ class FakeVLLM:
         suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
         role = (b'data: ' + head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
                 b'"logprobs":null,"finish_reason":null}]}\n\n')
-        resp_head = _response_head(200, [
-            ("content-type", "text/event-stream; charset=utf-8"),
-            ("transfer-encoding", "chunked"),
-        ])
-        await conn.send(resp_head + _chunk(role))
+        if beh.close_delimited:  # no framing: the connection's end is the body's end
+            frame = _unframed
+            resp_head = _response_head(200, [("content-type", "text/event-stream; charset=utf-8"), ("connection", "close")])
+        else:
+            frame = _chunk
+            resp_head = _response_head(200, [
+                ("content-type", "text/event-stream; charset=utf-8"),
+                ("transfer-encoding", "chunked"),
+            ])
+        await conn.send(resp_head + frame(role))
         self.log_request(conn, req, 200)
 
         die, hang = beh.die_after_tokens, beh.hang_after_tokens
@@ -624,7 +647,7 @@ class FakeVLLM:
                 remaining = due - loop.time()
                 if remaining > 0:
                     await conn.pause(remaining)
-            await conn.send(_chunk(prefix + _json_str(tok) + suffix))
+            await conn.send(frame(prefix + _json_str(tok) + suffix))
             st.tokens_sent += 1
             sent = i + 1
             if die is not None and sent == die:
@@ -634,11 +657,15 @@ class FakeVLLM:
 
         tail = (b'data: ' + head + b',"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":'
                 + _json_str(finish) + b',"stop_reason":null}]}\n\n')
-        out = _chunk(tail)
+        out = b"" if beh.omit_end else frame(tail)
         if usage is not None:
-            out += _chunk(b'data: ' + head + b',"choices":[],"usage":' + _dumps(usage) + b'}\n\n')
-        out += _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+            out += frame(b'data: ' + head + b',"choices":[],"usage":' + _dumps(usage) + b'}\n\n')
+        if not beh.omit_end:
+            out += frame(b"data: [DONE]\n\n")
+        if not beh.close_delimited:
+            out += b"0\r\n\r\n"
         await conn.send(out)
+        conn.must_close = beh.close_delimited  # the body ends with the connection
 
     # -- lifecycle
 
@@ -717,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-status", type=int, default=None)
     p.add_argument("--die-after-tokens", type=int, default=None)
     p.add_argument("--hang-after-tokens", type=int, default=None)
+    p.add_argument("--close-delimited", type=int, default=0, metavar="0|1")
+    p.add_argument("--omit-end", type=int, default=0, metavar="0|1")
     p.add_argument("--startup-delay-ms", type=float, default=0.0)
     p.add_argument("--exit-before-ready", type=int, default=None, metavar="CODE")
     p.add_argument("--ignore-sigterm", action="store_true")
@@ -737,6 +766,8 @@ def config_from_args(argv: list[str] | None = None) -> Config:
         fail_status=a.fail_status,
         die_after_tokens=a.die_after_tokens,
         hang_after_tokens=a.hang_after_tokens,
+        close_delimited=a.close_delimited,
+        omit_end=a.omit_end,
         startup_delay_ms=a.startup_delay_ms,
         exit_before_ready=a.exit_before_ready,
         ignore_sigterm=a.ignore_sigterm,
