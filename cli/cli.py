@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import uuid
@@ -154,6 +155,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     reused = _run_via_up(args.flow, workflow.id, given)
     if reused is not None:
         return reused
+    from .server.auth import ENV_VAR
+
+    os.environ.pop(ENV_VAR, None)  # the services this run starts must not inherit flowctl's key
     return asyncio.run(_run(flow, workflow, inputs))
 
 
@@ -161,18 +165,17 @@ def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any]) -> int 
     """When a healthy `flowctl up` of this flow is running, run through it instead of
     starting a second copy of its services (a model server may hold a whole GPU).
     None when there is no such `up`."""
-    import os
-
     import httpx
 
+    from .server.auth import ENV_VAR
     from .server.serve import PidFile
 
     record, _stale = PidFile(flow_file).live()
     if record is None or not record.api:
         return None
     headers = {}
-    if os.environ.get("FLOWCTL_API_KEY"):
-        headers["Authorization"] = f"Bearer {os.environ['FLOWCTL_API_KEY']}"
+    if os.environ.get(ENV_VAR):
+        headers["Authorization"] = f"Bearer {os.environ[ENV_VAR]}"
     try:
         with httpx.Client(timeout=httpx.Timeout(5.0, read=None), headers=headers, trust_env=False) as client:
             if client.get(f"{record.api}/ready").status_code != 200:

@@ -38,6 +38,7 @@ from typing import Any
 from ..engine.errors import FlowctlError, FlowError
 from ..engine.paths import state_dir_for
 from ..engine.runs import RunStatus
+from .auth import ENV_VAR
 
 EXIT_OK, EXIT_FLOW, EXIT_USAGE, EXIT_RUN, EXIT_SERVICE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -244,7 +245,7 @@ def up(args: argparse.Namespace) -> int:
 
     flow = load_flow(args.flow)  # a FlowError goes to the CLI: FILE:LINE:COL, exit 1
     settings = resolve_settings(flow.server, args)
-    api_key = os.environ.get("FLOWCTL_API_KEY") or None
+    api_key = os.environ.get(ENV_VAR) or None
     refused = check_bind(settings.host, api_key, getattr(args, "insecure", False))
     if refused:
         _error(refused)
@@ -260,6 +261,8 @@ def up(args: argparse.Namespace) -> int:
         pidfile.remove()
     if getattr(args, "detach", False):
         return _detach(args, pidfile)
+    # the key is flowctl's own: no managed process inherits it, no template reads it
+    os.environ.pop(ENV_VAR, None)
     _configure_logging()
     sockets: list[socket.socket] = []
     try:
