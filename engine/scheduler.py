@@ -25,16 +25,20 @@ from .errors import FlowctlError, InputError, RunError, TemplateError
 from .graph import CompiledFlow, CompiledWorkflow
 
 
-def new_http_client() -> httpx.AsyncClient:
+def new_http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The upstream client every http-stream node of a process shares: httpx, over
     `nodes.http_transport.StreamingTransport` for plain `http://` (one write per request,
-    httptools parsing, an O(1) keep-alive pool) and httpx's own transport for the rest."""
-    fallback = httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        trust_env=False,
-    )
+    httptools parsing, an O(1) keep-alive pool) and httpx's own transport for the rest.
+    `transport` replaces both (the transport tests run the same client over httpx's own).
+    No connection cap: each run holds one connection, and runs are bounded per workflow."""
+    if transport is None:
+        fallback = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            trust_env=False,
+        )
+        transport = StreamingTransport(fallback=fallback, max_idle_per_origin=64)
     return httpx.AsyncClient(
-        transport=StreamingTransport(fallback=fallback, max_idle_per_origin=64),
+        transport=transport,
         timeout=httpx.Timeout(connect=10.0, read=None, write=10.0, pool=30.0),
         trust_env=False,
         # one client serves every run: a cookie the upstream sets in answer to one user's

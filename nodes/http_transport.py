@@ -18,13 +18,26 @@ Served here: `http://` requests whose body is already in memory, any method but 
 response has no body the parser could know of) and CONNECT. Everything else (https, proxies,
 streamed request bodies) goes to `fallback`, by default `httpx.AsyncHTTPTransport`.
 
-Errors are httpx's own (`ConnectError`, `ReadError`, `RemoteProtocolError`, `ReadTimeout`...),
-so callers cannot tell the two paths apart.
+It behaves as httpx's own transport does, and its test suite runs against both
+(tests/engine/test_upstream_transport.py):
+
+- errors are httpx's own (`ConnectError`, `ReadError`, `RemoteProtocolError`,
+  `ReadTimeout`, `WriteTimeout`, `PoolTimeout`...);
+- a request is never sent twice: an idle connection is checked before it is reused (a
+  socket with an end-of-file or stray bytes waiting is closed, not used), and a connection
+  that breaks after the request went out is an error, never a retry (the server may have
+  read it: a model server would generate twice);
+- timeouts: `connect`, `read` (between reads), `write` (until the request is in the
+  kernel's buffers), `pool` (waiting for room under `max_connections`);
+- `max_connections` caps open connections, idle ones included (an idle one to another
+  origin is closed to make room); None (flowctl's default) means no cap, as each run holds
+  one connection and runs are bounded by the workflows' `max_concurrency`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import cast
@@ -63,6 +76,8 @@ class _Connection(asyncio.Protocol):
         self.error: httpx.TransportError | None = None
         self.bytes_received = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol
 
@@ -85,9 +100,17 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx.RemoteProtocolError(f"malformed HTTP response ({exc})"))
         self._wake()
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
+        self._wake_drain()
         if self._parser is not None and not self.complete and self.error is None:
             if self.headers_done and self.until_close:
                 self.complete = True  # a body delimited by the end of the connection
@@ -163,8 +186,35 @@ class _Connection(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    async def drained(self, timeout: float | None) -> None:
+        """Until the request is out of our buffer (in the kernel's), or WriteTimeout."""
+        while self._write_paused and not self.closed:
+            waiter = self._drain_waiter = self._loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except TimeoutError:
+                raise httpx.WriteTimeout(f"the request was not sent within {timeout:g}s (the server does not read)") from None
+            finally:
+                self._drain_waiter = None
+
+    def has_pending_input(self) -> bool:
+        """An idle connection with bytes or an end-of-file waiting that the event loop has not
+        handed us yet: the server closed it (or talks out of turn). Not to be reused."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
     def close(self) -> None:
         self.reusable = False
+        if self._parser is not None and not self.complete and self.error is None:
+            # closed on our side (the client is closing): a read error, as httpx says it
+            self.error = httpx.ReadError("the connection was closed while the response was being read")
         if self.transport is not None and not self.closed:
             self.transport.abort()  # an unfinished response: drop it now, do not drain
         self.closed = True
@@ -180,6 +230,11 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -222,17 +277,21 @@ class _ResponseBody(httpx.AsyncByteStream):
             self._transport._give_back(self._origin, conn)
         else:
             # the reader stopped early: closing is how a model server learns to stop
-            conn.close()
+            self._transport._drop(conn)
 
 
 class StreamingTransport(httpx.AsyncBaseTransport):
     """`httpx.AsyncClient(transport=StreamingTransport())`; see the module docstring."""
 
-    def __init__(self, *, fallback: httpx.AsyncBaseTransport | None = None, max_idle_per_origin: int = 64) -> None:
+    def __init__(self, *, fallback: httpx.AsyncBaseTransport | None = None, max_idle_per_origin: int = 64, max_connections: int | None = None) -> None:
         self._fallback = fallback if fallback is not None else httpx.AsyncHTTPTransport(trust_env=False)
         self._max_idle = max_idle_per_origin
+        self._max_connections = max_connections
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._busy: set[_Connection] = set()
+        self._connecting = 0
+        #: set (and replaced) whenever a connection is given back or closed: pool waiters look again
+        self._changed = asyncio.Event()
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -249,26 +308,17 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         payload = head + body if body else head
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         origin = (url.host, url.port or 80)
-        conn, reused = self._take(origin), True
-        if conn is None:
-            conn, reused = await self._connect(origin, timeouts.get("connect")), False
-        self._busy.add(conn)
+        conn = await self._acquire(origin, timeouts)
         try:
             conn.begin(payload)
+            await conn.drained(timeouts.get("write"))
+            # once the request went out, a broken connection is an error, never a retry:
+            # the server may have read it
             await self._await_head(conn, timeouts.get("read"))
-            if conn.error is not None and reused and conn.bytes_received == 0:
-                # the server closed this idle connection as we reused it: once more, afresh
-                self._busy.discard(conn)
-                conn.close()
-                conn = await self._connect(origin, timeouts.get("connect"))
-                self._busy.add(conn)
-                conn.begin(payload)
-                await self._await_head(conn, timeouts.get("read"))
             if conn.error is not None:
                 raise conn.error
         except BaseException:
-            self._busy.discard(conn)
-            conn.close()
+            self._drop(conn)
             raise
         return httpx.Response(
             conn.status_code,
@@ -292,11 +342,46 @@ class StreamingTransport(httpx.AsyncBaseTransport):
 
     # -- pool
 
+    async def _acquire(self, origin: _Origin, timeouts: dict[str, float | None]) -> _Connection:
+        """An idle connection to `origin`, or a new one once there is room under the cap."""
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                while True:
+                    conn = self._take(origin)
+                    if conn is not None:
+                        break
+                    if self._has_room() or self._evict_idle():
+                        self._connecting += 1
+                        try:
+                            conn = await self._connect(origin, timeouts.get("connect"))
+                        finally:
+                            self._connecting -= 1
+                        break
+                    await self._changed.wait()
+        except TimeoutError:
+            raise httpx.PoolTimeout(f"no connection free within {timeouts.get('pool'):g}s ({self._max_connections} at most)") from None
+        self._busy.add(conn)
+        return conn
+
+    def _has_room(self) -> bool:
+        if self._max_connections is None:
+            return True
+        held = len(self._busy) + self._connecting + sum(len(conns) for conns in self._idle.values())
+        return held < self._max_connections
+
+    def _evict_idle(self) -> bool:
+        """Close one idle connection (to any origin) to make room; False if there is none."""
+        for conns in self._idle.values():
+            if conns:
+                conns.pop(0).close()
+                return True
+        return False
+
     def _take(self, origin: _Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            if conn.idle_and_open:
+            if conn.idle_and_open and not conn.has_pending_input():
                 return conn
             conn.close()
         return None
@@ -305,12 +390,23 @@ class StreamingTransport(httpx.AsyncBaseTransport):
         self._busy.discard(conn)
         if self._closed or not conn.reusable or not conn.idle_and_open:
             conn.close()
-            return
-        idle = self._idle.setdefault(origin, [])
-        if len(idle) >= self._max_idle:
-            conn.close()
         else:
-            idle.append(conn)
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) >= self._max_idle:
+                conn.close()
+            else:
+                idle.append(conn)
+        self._signal()
+
+    def _drop(self, conn: _Connection) -> None:
+        """Close a connection that is not coming back (broken, or its reader left early)."""
+        self._busy.discard(conn)
+        conn.close()
+        self._signal()
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -320,8 +416,8 @@ class StreamingTransport(httpx.AsyncBaseTransport):
                 _, conn = await loop.create_connection(lambda: _Connection(loop), host, port)
         except TimeoutError:
             raise httpx.ConnectTimeout(f"no connection to {host}:{port} within {timeout:g}s") from None
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        except (OSError, OverflowError) as exc:  # OverflowError: a port out of range
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
         return conn
 
     @staticmethod
