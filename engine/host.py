@@ -19,7 +19,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from ..nodes.base import ServiceState, ServiceStatus
 from .errors import FlowctlError, FlowError, RunError, ServiceError, clip
 from .graph import CompiledFlow, CompiledWorkflow
+from .spec import ServerSpec
 from .paths import state_dir_for
 from .runs import RunRecord, RunStatus
 from .scheduler import new_http_client, run_workflow
@@ -62,8 +63,22 @@ class PreparedRun:
 Listener = Callable[[str, dict[str, Any]], None]
 
 
+def settings_fixed_at_start(server: ServerSpec) -> dict[str, Any]:
+    """The server settings that take effect only when `up` starts (the sockets are bound and
+    the apps built then); a reload that changes one is reported as "restart needed"."""
+    return {"host": server.host, "port": server.port, "ui_port": server.ui_port, "base_path": server.base_path, "max_body_bytes": server.max_body_bytes}
+
+
 class FlowHost:
-    def __init__(self, flow: CompiledFlow, *, state_dir: Path | None = None, log: Callable[[str], None] | None = None, keep_runs: int = 1000) -> None:
+    def __init__(
+        self,
+        flow: CompiledFlow,
+        *,
+        state_dir: Path | None = None,
+        log: Callable[[str], None] | None = None,
+        keep_runs: int = 1000,
+        fixed_settings: Callable[[ServerSpec], dict[str, Any]] = settings_fixed_at_start,
+    ) -> None:
         self.flow = flow
         self.state_dir = state_dir or state_dir_for(flow.file)
         self._log = log
@@ -82,6 +97,11 @@ class FlowHost:
         self.reloads: dict[str, int] = {"ok": 0, "error": 0}
         #: callbacks for events: ("run.started"|"run.chunk"|"run.finished"|"service"|"reload", data)
         self.listeners: list[Listener] = []
+        #: what `fixed_settings` gave for the flow served at start, and the settings a reload
+        #: changed since that only a restart applies (on /ready, in the UI and the log)
+        self._fixed_settings = fixed_settings
+        self._started_with = fixed_settings(flow.spec.server)
+        self.restart_needed: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -107,11 +127,16 @@ class FlowHost:
 
     async def reload(self, flow: CompiledFlow) -> list[str]:
         """Swap in a new graph. Runs in flight keep the one they started with; services are
-        restarted only where their own spec (or an upstream one) changed."""
+        restarted only where their own spec (or an upstream one) changed, and only once the
+        runs in flight that use them have finished (up to `server.drain_timeout`; the rest
+        are cut then, with that reason). Server settings apply at once (concurrency, queue,
+        drain timeout, allowed hosts) or are listed in `restart_needed`."""
         self.flow = flow
         self.reload_error = None
         self._slots.clear()  # limits may have changed; runs in flight hold their own semaphore
-        restarted = await self.supervisor.reconcile(flow)
+        now = self._fixed_settings(flow.spec.server)
+        self.restart_needed = [f"{name} ({self._started_with[name]} -> {value})" for name, value in now.items() if value != self._started_with.get(name)]
+        restarted = await self.supervisor.reconcile(flow, drain=self._drain_runs_using)
         self.reloads["ok"] += 1
         self._emit("reload", {"result": "ok", "restarted": restarted})
         return restarted
@@ -138,6 +163,8 @@ class FlowHost:
             result["not_ready"] = {**down, "flowctl": "shutting down"}
         if self.reload_error is not None:
             result["reload_error"] = str(self.reload_error)
+        if self.restart_needed:
+            result["restart_needed"] = list(self.restart_needed)
         return result
 
     @property
@@ -236,6 +263,20 @@ class FlowHost:
         return record
 
     # -- internals ---------------------------------------------------------------------------
+
+    async def _drain_runs_using(self, node_ids: Iterable[str]) -> int:
+        """Wait until no run (queued or in flight) uses any of `node_ids`, for at most the
+        served flow's `drain_timeout`. Returns how many still do."""
+        wanted = set(node_ids)
+        using = [record for record in self.runs.values() if not record.status.finished and wanted & set(record.services)]
+        if using:
+            waits = [asyncio.ensure_future(record.finished.wait()) for record in using]
+            try:
+                await asyncio.wait(waits, timeout=self.flow.server.drain_timeout)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        return sum(1 for record in using if not record.status.finished)
 
     def _slot(self, workflow: CompiledWorkflow) -> asyncio.Semaphore:
         slots = self._slots.get(workflow.id)

@@ -246,6 +246,8 @@ class _Watcher:
         down = self.host.supervisor.not_ready(restarted)
         if down:
             line += "; not ready: " + "; ".join(f"{node}: {reason}" for node, reason in down.items())
+        if self.host.restart_needed:
+            line += "; restart needed for " + ", ".join(self.host.restart_needed)
         self.log(line)
 
 

@@ -33,8 +33,11 @@ class ServerSpec(_Strict):
     max_queue: int = 256
     #: largest request body accepted, in bytes
     max_body_bytes: int = 1_048_576
-    #: seconds in-flight runs get to finish when flowctl stops
+    #: seconds runs in flight get to finish when flowctl stops, or before a reload restarts a
+    #: service they use (0: cut them at once)
     drain_timeout: float = 10.0
+    #: seconds a client gets to send a request's head, and then its body (a slowloris guard)
+    read_timeout: float = Field(default=15.0, gt=0)
     #: names (besides IP addresses, `localhost` and the bound host) that requests may carry
     #: in their `Host` header; `.example.com` includes subdomains, `"*"` allows any
     allowed_hosts: list[str] = []

@@ -38,6 +38,9 @@ class Supervisor:
         self.outputs: dict[str, Any] = {}
         self._order: list[str] = []
         self._lock = asyncio.Lock()
+        #: services a reload is about to restart, waiting for the runs in flight on them: not
+        #: ready for new runs meanwhile (node -> why)
+        self._draining: dict[str, str] = {}
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -56,7 +59,9 @@ class Supervisor:
         missing = {}
         for node_id in wanted:
             node = self._nodes.get(node_id)
-            if node is None:
+            if node_id in self._draining:
+                missing[node_id] = self._draining[node_id]
+            elif node is None:
                 failed = self._failed.get(node_id)
                 missing[node_id] = (failed.reason or "failed") if failed is not None else "not started"
             elif not node.status.ready:
@@ -71,9 +76,16 @@ class Supervisor:
 
     def lost_since(self, lives: dict[str, tuple[int | None, int]]) -> dict[str, str]:
         """The services of `lives` that are down now or were restarted since, with why."""
-        down = self.not_ready(lives)
-        now = self.lives(lives)
-        return {node_id: down.get(node_id, "it was restarted") for node_id, life in lives.items() if node_id in down or now.get(node_id) != life}
+        lost = {}
+        for node_id, life in lives.items():
+            node = self._nodes.get(node_id)
+            if node is None:
+                lost[node_id] = "it was stopped"
+            elif not node.status.ready:  # its own state: a service draining for a reload still serves
+                lost[node_id] = node.status.reason or node.status.state.value
+            elif (node.status.pid, node.status.restarts) != life:
+                lost[node_id] = "it was restarted"
+        return lost
 
     async def settle(self, node_ids: Iterable[str], timeout: float = 0.5) -> None:
         """Give services that look up a moment to show that they died. A model server's
@@ -165,7 +177,7 @@ class Supervisor:
                 await asyncio.shield(self._stop_one(node_id))
             self._failed.clear()
 
-    async def reconcile(self, flow: CompiledFlow) -> list[str]:
+    async def reconcile(self, flow: CompiledFlow, drain: Callable[[list[str]], Awaitable[int]] | None = None) -> list[str]:
         """Bring the services in line with `flow` after a reload, and return the ids of those it
         (re)started or tried to, in start order.
 
@@ -176,22 +188,33 @@ class Supervisor:
         (on `statuses()` / `not_ready()`), its dependents are not started ("needs X"), the others
         still are, and the next reload retries it once its spec changes. The lock is held from
         the first stop to the last start, so two reloads never interleave; cancelling a
-        reconcile (a newer save supersedes it) lets a stop in progress finish first."""
+        reconcile (a newer save supersedes it) lets a stop in progress finish first.
+
+        `drain(node_ids)`, when given, is awaited before the first stop: the owner waits for
+        the runs in flight on those services to finish (bounded) and returns how many did not;
+        meanwhile the services report not ready, so no new run starts on them."""
         new_prints = flow.service_fingerprints
         async with self._lock:
             running = [n for n in reversed(self._order) if n in self._nodes]
             running += [n for n in reversed(list(self._nodes)) if n not in running]
-            for node_id in running:
-                if new_prints.get(node_id) == self._fingerprints.get(node_id):
-                    continue
-                changed = node_id in new_prints
-                reason = "its spec changed (reload)" if changed else "removed from the flow (reload)"
-                self.log(f"[{node_id}] {reason}, {'restarting' if changed else 'stopping'}")
-                if self.on_change and changed:
-                    # runs in flight that use it fail now with this reason, not a broken pipe
-                    self.on_change(node_id, ServiceStatus(state=ServiceState.RESTARTING, reason=f"restarting: {reason}"))
-                await _finish(self._stop_one(node_id))
-                self._fingerprints.pop(node_id, None)
+            leaving = [n for n in running if new_prints.get(n) != self._fingerprints.get(n)]
+            try:
+                cut = 0
+                if leaving and drain is not None:
+                    for node_id in leaving:
+                        self._draining[node_id] = "restarting after a reload, once the runs in flight on it finish"
+                    cut = await drain(leaving)
+                for node_id in leaving:
+                    changed = node_id in new_prints
+                    reason = "its spec changed (reload)" if changed else "removed from the flow (reload)"
+                    self.log(f"[{node_id}] {reason}, {'restarting' if changed else 'stopping'}" + (f"; cutting {cut} run(s) still in flight" if cut else ""))
+                    if self.on_change and changed:
+                        # runs still in flight that use it fail now with this reason, not a broken pipe
+                        self.on_change(node_id, ServiceStatus(state=ServiceState.RESTARTING, reason=f"restarting: {reason}"))
+                    await _finish(self._stop_one(node_id))
+                    self._fingerprints.pop(node_id, None)
+            finally:
+                self._draining.clear()
             for node_id in list(self._failed):
                 if new_prints.get(node_id) != self._fingerprints.get(node_id):
                     del self._failed[node_id]

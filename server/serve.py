@@ -2,8 +2,9 @@
 
 `up FLOW`: load the flow, reserve the ports, start its service nodes, then serve the API
 (and the web UI on its own port) with uvicorn in this process, hot-reloading FLOW on change.
-SIGINT/SIGTERM: stop accepting, let runs in flight finish within `drain_timeout` (the rest
-end with `event: error`), stop the managed processes, exit 0. A second signal skips the
+SIGINT/SIGTERM: take no new runs (they get 503 while the servers still answer), let runs
+in flight finish within `drain_timeout` (the rest end with `event: error`), stop the managed
+processes, then the servers, exit 0. A second signal skips the
 drain. `-d` starts the same command in the background and returns once it serves.
 
 Where a running `up` is recorded: `<state dir>/up.pid` (written before the services start,
@@ -30,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -305,8 +306,10 @@ def _configure_logging() -> None:
         logger.propagate = False
 
 
-def _uvicorn_server(app: Any, settings: Settings, port: int) -> Any:
+def _uvicorn_server(app: Any, settings: Settings, port: int, read_timeout: Callable[[], float]) -> Any:
     import uvicorn
+
+    from .read_timeouts import http_protocol
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -320,9 +323,9 @@ def _uvicorn_server(app: Any, settings: Settings, port: int) -> Any:
         log_level="warning",
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=int(settings.drain_timeout) + 5,
+        timeout_graceful_shutdown=5,  # runs have drained before the servers are told to stop
         server_header=False,
-        http="httptools",  # a dependency (the upstream transport parses with it too)
+        http=http_protocol(read_timeout),  # httptools (a dependency), with read deadlines
     )
     return Server(config)
 
@@ -337,18 +340,24 @@ async def _serve(args: argparse.Namespace, flow: Any, settings: Settings, api_ke
     stop = asyncio.Event()
     force = asyncio.Event()
 
+    def fixed_settings(server: Any) -> dict[str, Any]:
+        # what a reload cannot change without a restart, as the command line resolves it
+        resolved = resolve_settings(server, args)
+        return {"host": resolved.host, "port": resolved.port, "ui_port": resolved.ui_port, "base_path": resolved.base_path, "max_body_bytes": server.max_body_bytes}
+
+    host = FlowHost(flow, fixed_settings=fixed_settings)
+
     def on_signal(signum: int) -> None:
         if stop.is_set():
             force.set()
             _say("second signal: stopping now")
         else:
-            _say(f"{signal.Signals(signum).name}: stopping (runs in flight get {settings.drain_timeout:g}s)")
+            _say(f"{signal.Signals(signum).name}: stopping (runs in flight get {host.flow.server.drain_timeout:g}s)")
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
-    host = FlowHost(flow)
     # -- services first: a failure here exits with the service's error, nothing is served
     starting = loop.create_task(host.start())
     stopping = loop.create_task(stop.wait())
@@ -370,11 +379,14 @@ async def _serve(args: argparse.Namespace, flow: Any, settings: Settings, api_ke
     # -- then the servers
     ctx = ServerContext(host=host, keepalive=default_keepalive(), bind_host=settings.host)
     api_sock = sockets[0]
-    api = _uvicorn_server(create_app(host, api_key=api_key, ctx=ctx), settings, api_sock.getsockname()[1])
+    def read_timeout() -> float:
+        return host.flow.server.read_timeout
+
+    api = _uvicorn_server(create_app(host, api_key=api_key, ctx=ctx), settings, api_sock.getsockname()[1], read_timeout)
     servers = [(api, api_sock)]
     ui = None
     if settings.ui_port is not None:
-        ui = _uvicorn_server(create_ui_app(ctx, api_key=api_key), settings, sockets[1].getsockname()[1])
+        ui = _uvicorn_server(create_ui_app(ctx, api_key=api_key), settings, sockets[1].getsockname()[1], read_timeout)
         servers.append((ui, sockets[1]))
     tasks = [loop.create_task(server.serve(sockets=[sock])) for server, sock in servers]
     while not all(server.started for server, _ in servers):
@@ -413,16 +425,16 @@ async def _serve(args: argparse.Namespace, flow: Any, settings: Settings, api_ke
     stop.set()
     server_done.cancel()
 
-    # -- graceful stop: no new connections; runs in flight drain; then the services stop
-    for server, _ in servers:
-        server.should_exit = True
+    # -- graceful stop: runs in flight drain while the servers still answer (new runs get 503
+    # "shutting down", /ready 503: a client is told, not refused); then the services stop,
+    # then the servers
     if watcher is not None:  # it sees `stop`; a reload starting services is cut short
         _, still = await asyncio.wait({watcher}, timeout=2.0)
         if still:
             watcher.cancel()
         with contextlib.suppress(BaseException):
             await watcher
-    drain = loop.create_task(host.stop(settings.drain_timeout))
+    drain = loop.create_task(host.stop())
     forced = loop.create_task(force.wait())
     await asyncio.wait({drain, forced}, return_when=asyncio.FIRST_COMPLETED)
     if not drain.done():
@@ -434,6 +446,8 @@ async def _serve(args: argparse.Namespace, flow: Any, settings: Settings, api_ke
     forced.cancel()
     with contextlib.suppress(Exception):
         drain.result()
+    for server, _ in servers:
+        server.should_exit = True
     done, pending = await asyncio.wait(tasks, timeout=5.0)
     for task in pending:
         task.cancel()

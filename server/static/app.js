@@ -369,6 +369,10 @@ async function pollReady() {
     const banner = $("reload-error");
     banner.hidden = !body.reload_error;
     banner.textContent = body.reload_error ? "Reload failed; still serving the previous version:\n" + body.reload_error : "";
+    const restart = $("restart-needed");
+    const needed = body.restart_needed || [];
+    restart.hidden = needed.length === 0;
+    restart.textContent = needed.length ? "Restart flowctl to apply: " + needed.join(", ") : "";
   } catch (e) {
     const badge = $("readiness");
     badge.dataset.ready = "false";

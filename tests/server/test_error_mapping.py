@@ -26,7 +26,7 @@ def host(tmp_path) -> FlowHost:
 
 @pytest.fixture
 def client(host: FlowHost) -> Iterator[TestClient[Any]]:
-    with TestClient(app=create_app(host, keepalive=0)) as c:
+    with TestClient(app=create_app(host, keepalive=0), base_url="http://127.0.0.1") as c:
         yield c
 
 
