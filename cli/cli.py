@@ -300,15 +300,38 @@ def _cmd_down(args: argparse.Namespace) -> int:
 def _cmd_logs(args: argparse.Namespace) -> int:
     from .engine.paths import state_dir_for
 
-    log = state_dir_for(args.flow) / "logs" / f"{args.node}.log"
+    node = args.node
+    if not node or node in (".", "..") or "/" in node or "\\" in node or "\0" in node:
+        raise InputError("node", f"'{node[:80]}' is not a node id", hint="give the id of a process-start node, as in the flow file")
+    log = state_dir_for(args.flow) / "logs" / f"{node}.log"
     if not log.is_file():
-        raise InputError("node", f"no log for '{args.node}' at {log}", hint="the node must be a process-start node that has run")
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    if args.lines:
-        lines = lines[-args.lines :]
-    for line in lines:
-        print(line)
+        raise InputError("node", f"no log for '{node}' at {log}", hint="the node must be a process-start node that has run")
+    with open(log, "rb") as handle:
+        if args.lines > 0:
+            lines = _last_lines(handle, args.lines)
+        else:
+            lines = iter(handle)  # the whole log, a line at a time
+        out = sys.stdout
+        for raw in lines:
+            out.write(raw.rstrip(b"\r\n").decode("utf-8", errors="replace") + "\n")
     return EXIT_OK
+
+
+def _last_lines(handle: Any, count: int, block: int = 64 * 1024) -> list[bytes]:
+    """The last `count` lines of a binary file, reading backwards from its end: a 100 MB log
+    costs a few blocks, not 100 MB."""
+    handle.seek(0, 2)
+    position = handle.tell()
+    data = b""
+    while position > 0 and data.count(b"\n") <= count and len(data) < count * block:
+        step = min(block, position)
+        position -= step
+        handle.seek(position)
+        data = handle.read(step) + data
+    lines = data.splitlines()
+    if position > 0 and len(lines) > count:
+        lines = lines[1:]  # the first may be the end of a line that began before the read
+    return lines[-count:]
 
 
 __all__ = ["main", "TemplateError"]

@@ -40,7 +40,8 @@ from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceS
 from .ports import command_line, port_conflict, port_holders, process_start_ticks
 from .process_group import ProcessGroup, describe_exit
 
-#: a log file larger than this is moved aside to `<node>.log.1` when the node starts
+#: a log file larger than this (in characters written, about bytes) is moved aside to
+#: `<node>.log.1` (replacing the one before), at start and while the process runs
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 
 
@@ -135,6 +136,8 @@ class ProcessStartNode:
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
         self._log_file: IO[str] | None = None
+        self._log_path: Path | None = None
+        self._log_size = 0
         self._reported_exit: int | None = None  # the pid whose exit was reported last
 
     @property
@@ -476,16 +479,34 @@ class ProcessStartNode:
         if self._log_file is not None:
             with contextlib.suppress(ValueError, OSError):
                 self._log_file.write(line + "\n")
+                self._log_size += len(line) + 1
+                if self._log_size > LOG_ROTATE_BYTES:
+                    self._rotate_log()
 
     def _open_log(self, ctx: ServiceContext) -> None:
         self._close_log()
         log_dir = ctx.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        path = log_dir / f"{ctx.node_id}.log"
+        self._log_path = log_dir / f"{ctx.node_id}.log"
         with contextlib.suppress(OSError):
-            if path.stat().st_size > LOG_ROTATE_BYTES:
-                path.replace(path.with_name(path.name + ".1"))
-        self._log_file = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+            if self._log_path.stat().st_size > LOG_ROTATE_BYTES:
+                self._log_path.replace(self._log_path.with_name(self._log_path.name + ".1"))
+        self._reopen_log()
+
+    def _rotate_log(self) -> None:
+        """A chatty server's log moves aside while it runs, not only at the next start."""
+        path = self._log_path
+        if path is None:
+            return
+        self._close_log()
+        with contextlib.suppress(OSError):
+            path.replace(path.with_name(path.name + ".1"))
+        self._reopen_log()
+
+    def _reopen_log(self) -> None:
+        assert self._log_path is not None
+        self._log_file = open(self._log_path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._log_size = self._log_file.tell()
 
     def _close_log(self) -> None:
         log_file, self._log_file = self._log_file, None

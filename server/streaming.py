@@ -56,6 +56,13 @@ def collect_output(output_type: str, values: list[Any]) -> Any:
     return values if values else None
 
 
+def output_size(output: Any) -> int:
+    """About how many bytes an output holds (characters of its text)."""
+    if output is None:
+        return 0
+    return len(output if output.__class__ is str else chunk_text(output))
+
+
 def render_native(record: RunRecord, output: Any, error: BaseException | None) -> tuple[int, Any]:
     """The body of `POST /workflows/{id}/runs` answered as JSON."""
     body = {"run_id": record.id, "status": record.status.value, "output": output, "chunks": record.chunks, "elapsed_ms": record.elapsed_ms}
@@ -100,19 +107,34 @@ class SseFraming:
 
 
 class OutputStore:
-    """Outputs of runs that ran with nobody listening, for `GET /runs/{id}` (bounded)."""
+    """Outputs of runs that ran with nobody listening, for `GET /runs/{id}`: the newest `keep`
+    of them, and `max_bytes` of text at most (oldest dropped first). One run may collect
+    `max_bytes // 8` (see `run_in_background`)."""
 
-    def __init__(self, keep: int = 1000) -> None:
+    def __init__(self, keep: int = 1000, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._keep = keep
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+
+    @property
+    def max_run_bytes(self) -> int:
+        return self.max_bytes // 8
 
     def __setitem__(self, run_id: str, output: Any) -> None:
-        self._items[run_id] = output
-        while len(self._items) > self._keep:
-            self._items.popitem(last=False)
+        size = output_size(output)
+        old = self._items.pop(run_id, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._items[run_id] = (output, size)
+        self._bytes += size
+        while len(self._items) > self._keep or (self._bytes > self.max_bytes and len(self._items) > 1):
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._bytes -= dropped
 
     def get(self, run_id: str, default: Any = None) -> Any:
-        return self._items.get(run_id, default)
+        item = self._items.get(run_id)
+        return default if item is None else item[0]
 
     def __contains__(self, run_id: object) -> bool:
         return run_id in self._items
@@ -286,15 +308,20 @@ def run_in_background(host: FlowHost, run: PreparedRun, outputs: OutputStore, ta
 
     async def consume() -> None:
         values: list[Any] = []
+        size, limit = 0, outputs.max_run_bytes
         try:
             async for chunk in host.stream(run):
                 values.append(chunk)
+                size += output_size(chunk)
+                if size > limit:  # nobody reads it as it comes: keep no more than this
+                    values.clear()
+                    run.record.interrupt(RunStatus.FAILED, f"the output passed {limit:,} bytes, the most a run without a listener keeps (wait_for_completion: false); stream it instead")
         except FlowctlError:
             pass  # the record says failed, with the message
         except Exception as exc:
             run.record.error = f"internal error (id {log_unexpected(exc)})"
         finally:
-            outputs[run.record.id] = collect_output(run.workflow.output_type, values)
+            outputs[run.record.id] = collect_output(run.workflow.output_type, values) if size <= limit else None
 
     task = asyncio.get_running_loop().create_task(consume(), name=f"flowctl-run-{run.record.id}")
     tasks.add(task)
