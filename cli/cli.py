@@ -220,7 +220,6 @@ def _print_sse(lines: Any) -> int:
 
 
 async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
-    from .engine.host import check_services_lived
     from .engine.paths import state_dir_for
     from .engine.scheduler import chunk_text, new_http_client, run_workflow
     from .engine.supervisor import Supervisor
@@ -244,7 +243,7 @@ async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
                     wrote_any = True
             finally:
                 await chunks.aclose()
-        check_services_lived(supervisor, lives)
+        supervisor.check_lived(lives)
         if wrote_any:
             out.write("\n")
             out.flush()

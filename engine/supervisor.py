@@ -74,6 +74,14 @@ class Supervisor:
         (a stream whose end is the connection's end cannot tell a crash from a finish)."""
         return {node_id: (self._nodes[node_id].status.pid, self._nodes[node_id].status.restarts) for node_id in node_ids if node_id in self._nodes}
 
+    def check_lived(self, lives: dict[str, tuple[int | None, int]]) -> None:
+        """Raise ServiceError if a service of `lives` went down (or was restarted) since: a
+        run that read from it may have been cut short even though every node ended cleanly."""
+        lost = self.lost_since(lives)
+        if lost:
+            node, reason = next(iter(lost.items()))
+            raise ServiceError(node, f"went down during the run ({reason}); the output may be cut short")
+
     def lost_since(self, lives: dict[str, tuple[int | None, int]]) -> dict[str, str]:
         """The services of `lives` that are down now or were restarted since, with why."""
         lost = {}

@@ -240,9 +240,12 @@ _HEADER_VALUE_SAFE = re.compile(r"[\t\x20-\x7e]*")
 
 
 def _has_finish_reason(chunk: dict[str, Any]) -> bool:
+    """Runs per token until the answer is whole: a plain loop, no generator."""
     choices = chunk.get("choices")
     if choices.__class__ is list:
-        return any(choice.__class__ is dict and choice.get("finish_reason") for choice in choices)
+        for choice in choices:
+            if choice.__class__ is dict and choice.get("finish_reason"):
+                return True
     return False
 
 

@@ -379,6 +379,7 @@ async def _serve(args: argparse.Namespace, flow: Any, settings: Settings, api_ke
     # -- then the servers
     ctx = ServerContext(host=host, keepalive=default_keepalive(), bind_host=settings.host)
     api_sock = sockets[0]
+
     def read_timeout() -> float:
         return host.flow.server.read_timeout
 
