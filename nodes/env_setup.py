@@ -1,9 +1,16 @@
 """env-setup: an isolated Python environment (venv) with packages and install commands.
 
-Idempotent: a stamp file holds a hash of the spec (python, packages, commands); when it
-matches, the whole setup is skipped. A failed step leaves no stamp, so the next start retries,
-and its error carries the exit code and the tail of the output. Two flowctl processes setting
-up the same environment take turns (a lock file beside it).
+Idempotent: a stamp file holds a hash of the spec (python, packages, pip_args, commands, env);
+when it matches, the whole setup is skipped. A failed step leaves no stamp, so the next start
+retries, and its error carries the exit code and the tail of the output. Two flowctl processes
+setting up the same environment take turns (a lock file beside it).
+
+pip's cache is the node's own: `<cache dir>/pip/<build key>`, where the build key is a digest
+of what changes the wheels pip builds from source (the node's `env` and `pip_args`, and the
+compiler variables it inherits from the shell). pip keys its wheel cache by the source's URL
+and the interpreter only, so a shared cache would hand a venv built with other flags (say
+`CMAKE_ARGS=-DGGML_NATIVE=ON`) the wheel built for another spec. Setups with the same build
+key still share downloads and built wheels.
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceS
 from .process_group import describe_exit, run_to_completion
 
 
+#: variables from the shell that compilers and build backends read: they change what pip builds
+#: from source, so their inherited values are part of the pip cache's build key
+INHERITED_BUILD_VARS = ("CC", "CXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "CMAKE_ARGS")
+
+
 class EnvSetupSpec(NodeSpecBase):
     kind: ClassVar[NodeKind] = NodeKind.SERVICE
     template_fields: ClassVar[tuple[str, ...]] = ("packages", "commands", "env", "path")
@@ -42,7 +54,8 @@ class EnvSetupSpec(NodeSpecBase):
     pip_args: list[str] = []
     #: commands run after the packages, in the venv: an argv list each, or a string run by `bash -c`
     commands: list[list[str] | str] = []
-    #: extra environment variables for the commands
+    #: extra environment variables for pip and the commands (build flags such as CMAKE_ARGS go
+    #: here: they are part of the spec's digest and of the pip cache's build key)
     env: dict[str, str] = {}
     #: make a venv (false: only run `commands`, e.g. a model-compose install script that makes its own)
     venv: bool = True
@@ -113,8 +126,10 @@ class EnvSetupNode:
 
     async def _setup(self, ctx: ServiceContext, venv: Path, resolved: Mapping[str, Any]) -> None:
         spec = self.spec
-        env = dict(os.environ)
-        env.update({str(k): str(v) for k, v in (resolved.get("env") or {}).items()})
+        own_env = {str(k): str(v) for k, v in (resolved.get("env") or {}).items()}
+        env = {**os.environ, **own_env}
+        if "PIP_CACHE_DIR" not in own_env:  # a node that names its own cache keeps it
+            env["PIP_CACHE_DIR"] = str(pip_cache_dir(ctx.cache_dir, spec, own_env, os.environ))
         if spec.venv:
             with_pip = spec.pip if spec.pip is not None else bool(resolved.get("packages") or resolved.get("commands"))
             if not (venv / "bin" / "python").exists():
@@ -165,6 +180,17 @@ def _spec_digest(spec: EnvSetupSpec, resolved: dict[str, Any]) -> str:
     if spec.pip is not None:  # only when given, so that stamps made before the field existed hold
         material["pip"] = spec.pip
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def pip_cache_dir(cache_dir: Path, spec: EnvSetupSpec, own_env: Mapping[str, str], inherited: Mapping[str, str]) -> Path:
+    """pip's cache for a setup: one per build key (what changes the wheels pip builds)."""
+    material = {
+        "env": dict(own_env),
+        "pip_args": spec.pip_args,
+        "inherited": {name: inherited[name] for name in INHERITED_BUILD_VARS if name in inherited and name not in own_env},
+    }
+    key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return cache_dir / "pip" / key[:16]
 
 
 def _write_atomically(path: Path, text: str) -> None:

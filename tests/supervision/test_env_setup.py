@@ -128,3 +128,98 @@ async def test_commands_run_inside_the_venv(deps: Setup, tmp_path: Path) -> None
     assert f"[deps] prefix {venv}" in deps.rec.lines, deps.rec.lines
     assert f"[deps] virtual_env {venv}" in deps.rec.lines
     assert not (venv / "bin" / "pip").exists()
+
+
+# -- pip's cache never hands a venv a wheel built with other flags -------------------------
+
+TINY_BACKEND = '''\
+"""A PEP 517 build backend with no dependencies: the wheel records TINY_FLAVOR at build time,
+as a compiled extension records its compiler flags."""
+import base64, hashlib, os, zipfile
+
+def _record_line(path, data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    info = "tinybuild-1.0.dist-info"
+    files = {
+        "tinybuild.py": f"FLAVOR = {os.environ.get('TINY_FLAVOR', 'unset')!r}\\n".encode(),
+        f"{info}/METADATA": b"Metadata-Version: 2.1\\nName: tinybuild\\nVersion: 1.0\\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: tinybuild\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+    }
+    record = "\\n".join([*(_record_line(p, d) for p, d in files.items()), f"{info}/RECORD,,"]) + "\\n"
+    name = "tinybuild-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        for path, data in files.items():
+            wheel.writestr(path, data)
+        wheel.writestr(f"{info}/RECORD", record)
+    return name
+'''
+
+
+def tiny_sdist(directory: Path) -> Path:
+    """`directory/tinybuild-1.0.tar.gz`: an sdist that pip builds into a wheel (and caches:
+    the file name says name and version) without fetching anything."""
+    import io
+    import tarfile
+
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+        "PKG-INFO": "Metadata-Version: 2.1\nName: tinybuild\nVersion: 1.0\n",
+        "backend.py": TINY_BACKEND,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    sdist = directory / "tinybuild-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            member = tarfile.TarInfo(f"tinybuild-1.0/{name}")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return sdist
+
+
+async def test_a_changed_build_env_builds_again_instead_of_reusing_a_cached_wheel(deps: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue-12 trap: a venv for CMAKE_ARGS=B must not get the wheel pip built and cached
+    for CMAKE_ARGS=A (pip keys its wheel cache by source URL and interpreter only). Here the
+    'flag' is TINY_FLAVOR, baked into the wheel at build time."""
+    import subprocess
+
+    dist = tmp_path / "dist"
+    tiny_sdist(dist)
+    # the shell's pip cache, as a user has one: without flowctl's own cache, both builds meet here
+    monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "shell-pip-cache"))
+    monkeypatch.delenv("PIP_NO_CACHE_DIR", raising=False)
+    offline = ["--no-index", "--find-links", str(dist)]
+
+    def flavor(output: dict[str, Any]) -> str:
+        return subprocess.run([output["python"], "-c", "import tinybuild; print(tinybuild.FLAVOR)"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    portable = await deps.start(packages=["tinybuild"], pip_args=offline, env={"TINY_FLAVOR": "portable"})
+    assert flavor(portable) == "portable"
+    native = await deps.start(packages=["tinybuild"], pip_args=offline, env={"TINY_FLAVOR": "native"})
+    assert native["venv"] != portable["venv"], "another build env is another venv"
+    assert flavor(native) == "native", "pip handed back the wheel built with the other flags"
+    assert not (tmp_path / "shell-pip-cache").exists(), "setups keep out of the shell's pip cache"
+
+
+def test_the_pip_cache_is_keyed_by_what_changes_a_build(tmp_path: Path) -> None:
+    from flowctl.nodes.env_setup import pip_cache_dir
+
+    def key(spec: dict[str, Any], own_env: dict[str, str] | None = None, inherited: dict[str, str] | None = None) -> Path:
+        node = EnvSetupSpec.model_validate({"type": "env-setup", **spec})
+        return pip_cache_dir(tmp_path, node, own_env or {}, inherited or {})
+
+    base = key({"packages": ["a"]})
+    assert base.parent == tmp_path / "pip"
+    # other packages or commands build the same wheels the same way: the cache is shared
+    assert key({"packages": ["a", "b"], "commands": [["true"]]}) == base
+    assert key({}, inherited={"HOME": "/elsewhere", "PATH": "/x"}) == base
+    # flags, pip arguments and the shell's compiler variables are not
+    assert key({}, {"CMAKE_ARGS": "-DGGML_NATIVE=ON"}) != base
+    assert key({"pip_args": ["--no-binary", ":all:"]}) != base
+    assert key({}, inherited={"CFLAGS": "-march=native"}) != base
+    # the node's own value wins over the shell's, so the shell's does not matter then
+    assert key({}, {"CMAKE_ARGS": "x"}, {"CMAKE_ARGS": "y"}) == key({}, {"CMAKE_ARGS": "x"})
