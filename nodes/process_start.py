@@ -1,7 +1,7 @@
 """process-start: launch a long-running server in its own process group and supervise it.
 
-Ready only when its readiness probe passes (HTTP GET expecting 2xx or a given status, or a
-TCP connect), within a timeout; while it waits, a progress line with the process's latest
+Ready only when its readiness probe passes (an HTTP GET, or a POST with a JSON body, expecting
+2xx or a given status; or a TCP connect), within a timeout; while it waits, a progress line with the process's latest
 output is logged every `readiness.progress` seconds. A port held by another process before
 the start is an error naming that process, never "ready". A process that exits before it
 is ready fails the node at once with its exit code and last log lines. One that dies later
@@ -15,7 +15,8 @@ prints) and, prefixed with `[<node id>]`, to the console.
       type: process-start
       command: [python, -m, vllm.entrypoints.openai.api_server, --port, "8000"]
       port: 8000
-      readiness: {http: /v1/models, timeout: 1800}
+      readiness: {http: /v1/models, timeout: 1800}   # or a 1-token generation:
+      # readiness: {http: /v1/completions, method: POST, body: {prompt: Hi, max_tokens: 1}}
       restart: on-failure          # or {policy: on-failure, max_restarts: 5, backoff: 1}
       stop_timeout: 20
 """
@@ -50,6 +51,12 @@ class ReadinessSpec(BaseModel):
 
     #: HTTP path probed with GET, e.g. /v1/models; `tcp: true` probes a TCP connect instead
     http: str | None = None
+    #: POST sends `body` as JSON: a probe that asks for a 1-token generation is passed only by
+    #: a server that can generate, not by one that has merely loaded
+    method: Literal["GET", "POST"] = "GET"
+    body: dict[str, Any] | list[Any] | None = None
+    #: seconds one probe may take (a generation takes longer than a GET)
+    request_timeout: float = Field(default=2.0, gt=0)
     #: expected HTTP status; default any 2xx
     status: int | None = None
     tcp: bool = False
@@ -66,6 +73,14 @@ class ReadinessSpec(BaseModel):
         if value is not None and not value.startswith("/"):
             value = "/" + value
         return value
+
+    @model_validator(mode="after")
+    def _body_needs_post(self) -> ReadinessSpec:
+        if self.body is not None and self.method != "POST":
+            raise ValueError("a readiness `body` is sent with `method: POST`; add it")
+        if self.method != "GET" and not self.http:
+            raise ValueError(f"`method: {self.method}` needs an `http:` path to send it to")
+        return self
 
 
 RestartPolicy = Literal["never", "on-failure", "always"]
@@ -151,7 +166,7 @@ class ProcessStartNode:
             if code is not False:
                 # a view, not a change: the supervising task records the exit with its code
                 reason = describe_exit(code) if code is not None else "exited"
-                return dataclasses.replace(status, state=ServiceState.FAILED, reason=reason, pid=None)
+                return dataclasses.replace(status, state=ServiceState.FAILED, reason=reason, pid=None, last_exit=reason)
         return status
 
     @status.setter
@@ -291,6 +306,7 @@ class ProcessStartNode:
                         await group.drain_output(2.0)  # its last words are what explains the exit
                         reason = f"{describe_exit(group.returncode)} before it was ready"
                         self._set(ServiceState.FAILED, reason)
+                        self._status.last_exit = reason
                         last = "\n".join(list(self._tail)[-10:]) or "(no output)"
                         self._record(reason)
                         raise ServiceError(ctx.node_id, f"{reason}; last output:\n{last}")
@@ -346,7 +362,7 @@ class ProcessStartNode:
         host = _url_host(_probe_host(spec.host))
         if spec.readiness.http:
             expected = f" = {spec.readiness.status}" if spec.readiness.status is not None else ""
-            return f"GET http://{host}:{spec.port}{spec.readiness.http}{expected}"
+            return f"{spec.readiness.method} http://{host}:{spec.port}{spec.readiness.http}{expected}"
         if spec.readiness.tcp:
             return f"TCP {host}:{spec.port}"
         return "process start"
@@ -357,7 +373,8 @@ class ProcessStartNode:
         host = _probe_host(spec.host)
         if probe.http:
             try:
-                response = await client.get(f"http://{_url_host(host)}:{spec.port}{probe.http}")
+                url = f"http://{_url_host(host)}:{spec.port}{probe.http}"
+                response = await client.request(probe.method, url, json=probe.body, timeout=probe.request_timeout)
             except httpx.HTTPError:
                 return False
             if probe.status is not None:
@@ -402,6 +419,7 @@ class ProcessStartNode:
             # tell the owner first, at once: runs in flight fail, /ready turns 503
             reason = describe_exit(code)
             self._set(ServiceState.FAILED, reason)
+            self._status.last_exit = reason  # kept through the restarts, for the UI and /ready
             self._notify(ctx)
             await group.drain_output(0.2)  # its last words, when they come at once
             self._report_exit(ctx, group, reason)

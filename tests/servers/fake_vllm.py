@@ -26,6 +26,8 @@ serve many test cases:
 ``--first-token-delay-ms MS``  pause before the first token (default 0)
 ``--fail-status N``            answer every completion with status N + OpenAI error body
 ``--die-after-tokens K``       ``os._exit(3)`` after sending K tokens (a crash)
+``--die-signal NAME``          die that way by signal NAME instead (``SIGSEGV``: the
+                               native crash of issue 12; no core file is written)
 ``--hang-after-tokens K``      stop sending after K tokens, keep the connection open
 ``--close-delimited 1``        stream without chunked encoding: the body ends when the
                                connection closes (as some proxies and servers answer)
@@ -173,6 +175,7 @@ class Config:
     first_token_delay_ms: float = 0.0
     fail_status: int | None = None
     die_after_tokens: int | None = None
+    die_signal: str | None = None
     hang_after_tokens: int | None = None
     close_delimited: int = 0
     omit_end: int = 0
@@ -579,6 +582,13 @@ class FakeVLLM:
     def _die(self, rid: str) -> None:
         self.log(f"fake-vllm: dying on purpose (die-after-tokens) during {rid}")
         sys.stderr.flush()
+        if self.cfg.die_signal:
+            import resource
+
+            signum = signal.Signals[self.cfg.die_signal]
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash for the tests, not a core file
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
         os._exit(DIE_EXIT_CODE)
 
     async def _hang(self, conn: Conn) -> None:
@@ -731,6 +741,13 @@ class FakeVLLM:
 # --------------------------------------------------------------------------- CLI
 
 
+def _signal_name(text: str) -> str:
+    name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
+    if name not in signal.Signals.__members__:
+        raise argparse.ArgumentTypeError(f"no such signal: {text}")
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fake_vllm.py", description="A fake vLLM OpenAI-compatible server.")
     p.add_argument("--host", default="127.0.0.1")
@@ -743,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-token-delay-ms", type=float, default=0.0)
     p.add_argument("--fail-status", type=int, default=None)
     p.add_argument("--die-after-tokens", type=int, default=None)
+    p.add_argument("--die-signal", type=_signal_name, default=None, metavar="NAME", help="die by this signal (e.g. SIGSEGV) instead of exit 3")
     p.add_argument("--hang-after-tokens", type=int, default=None)
     p.add_argument("--close-delimited", type=int, default=0, metavar="0|1")
     p.add_argument("--omit-end", type=int, default=0, metavar="0|1")
@@ -765,6 +783,7 @@ def config_from_args(argv: list[str] | None = None) -> Config:
         first_token_delay_ms=a.first_token_delay_ms,
         fail_status=a.fail_status,
         die_after_tokens=a.die_after_tokens,
+        die_signal=a.die_signal,
         hang_after_tokens=a.hang_after_tokens,
         close_delimited=a.close_delimited,
         omit_end=a.omit_end,
