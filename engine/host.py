@@ -326,4 +326,4 @@ class FlowHost:
 def _status_dict(status: ServiceStatus | None) -> dict[str, Any]:
     if status is None:
         return {"state": "pending", "reason": "not started"}
-    return {"state": status.state.value, "reason": status.reason, "pid": status.pid, "restarts": status.restarts, "last_log": status.last_log}
+    return {"state": status.state.value, "reason": status.reason, "pid": status.pid, "restarts": status.restarts, "last_exit": status.last_exit, "last_log": status.last_log}

@@ -52,6 +52,9 @@ class ServiceStatus:
     reason: str | None = None
     pid: int | None = None
     restarts: int = 0
+    #: why the process last went down on its own ("was killed by SIGSEGV"), kept after a
+    #: restart brings it back, so "ready (2 restarts)" can say what the restarts were for
+    last_exit: str | None = None
     last_log: str | None = None
 
     @property

@@ -356,8 +356,15 @@ async function pollReady() {
       name.textContent = node;
       const st = document.createElement("span");
       st.className = "state";
-      st.textContent = svc.state + (svc.restarts ? " (" + svc.restarts + " restarts)" : "");
+      st.textContent = svc.state + (svc.restarts ? " (" + svc.restarts + (svc.restarts === 1 ? " restart)" : " restarts)") : "");
       li.append(name, st);
+      if (svc.restarts && svc.last_exit) {
+        // what the restarts were for: "ready (2 restarts)" alone hides a server that keeps crashing
+        const died = document.createElement("span");
+        died.className = "last-exit";
+        died.textContent = "last one " + svc.last_exit;
+        li.appendChild(died);
+      }
       if (svc.reason) {
         const why = document.createElement("span");
         why.className = "reason";

@@ -125,3 +125,25 @@ def test_a_failed_reload_shows_a_banner_until_a_good_save(browser, flowctl_up) -
         page.wait_for_selector("#reload-error[hidden]", state="attached", timeout=10_000)
     finally:
         context.close()
+
+
+def test_a_service_that_crashed_and_came_back_shows_why(browser, flowctl_up) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12: "ready (2 restarts)" hid a model server that SIGSEGVs on every generation.
+    Next to the restart count the page shows how the last process went down."""
+    up = flowctl_up(fake_flow_yaml(free_port(), restart="on-failure", die_after_tokens=1, die_signal="SIGSEGV"))
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(up.ui + "/?poll=100")
+        page.wait_for_selector("#services li[data-node=llm][data-state=ready]")
+        assert page.query_selector("#services li[data-node=llm] .last-exit") is None, "nothing to tell yet"
+        with up.client(timeout=10) as client:
+            run = client.post("/workflows/chat/runs", json={"input": {"prompt": "hi"}})
+            assert "event: error" in run.text and "SIGSEGV" in run.text, run.text  # the run says it in one line
+            page.wait_for_selector("#services li[data-node=llm][data-state=ready] .last-exit", timeout=15_000)
+            assert page.text_content("#services li[data-node=llm] .state") == "ready (1 restart)"
+            assert page.text_content("#services li[data-node=llm] .last-exit") == "last one was killed by SIGSEGV"
+            llm = client.get("/ready").json()["services"]["llm"]
+        assert (llm["state"], llm["restarts"], llm["last_exit"], llm["reason"]) == ("ready", 1, "was killed by SIGSEGV", None)
+    finally:
+        context.close()
