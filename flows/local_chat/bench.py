@@ -2,11 +2,16 @@
 
     python flows/local_chat/bench.py                              # the llama server itself (:8011)
     python flows/local_chat/bench.py --api http://127.0.0.1:8080/api   # through `flowctl up`
+    python flows/local_chat/bench.py --url http://127.0.0.1:8111 --url http://127.0.0.1:8112 --rounds 4
+                                      # two servers (two builds, say), interleaved, with ratios
 
 Direct mode counts content deltas of /v1/chat/completions (llama.cpp sends one token per
 chunk); API mode counts the SSE events of POST /workflows/chat/runs (one per chunk). The
-first request after a server start is reported on its own (it pays one-off warm-up costs)
-and is left out of the medians. Needs only httpx (flowctl's own venv has it).
+first request to each target is reported on its own (it pays one-off warm-up costs) and is
+left out of the medians. With several targets, each round sends N requests to each target
+in turn, so a change in the machine's load falls on all of them alike; the summary gives
+each target's medians and its ratio to the first target's. Needs only httpx (flowctl's own
+venv has it).
 """
 
 from __future__ import annotations
@@ -68,28 +73,46 @@ def api(client: httpx.Client, url: str, prompt: str, max_tokens: int) -> list[tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8011", help="the llama server (direct mode)")
+    parser.add_argument("--url", action="append", help="a llama server (direct mode; default http://127.0.0.1:8011); repeat to compare servers")
     parser.add_argument("--api", help="flowctl's API base, e.g. http://127.0.0.1:8080/api (API mode)")
-    parser.add_argument("-n", type=int, default=5, help="requests counted in the medians")
+    parser.add_argument("-n", type=int, default=5, help="requests per target and round counted in the medians")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of N requests to each target in turn")
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
-    send = (lambda c, p: api(c, args.api, p, args.max_tokens)) if args.api else (lambda c, p: direct(c, args.url, p, args.max_tokens))
-    ttfts, rates = [], []
+    if args.api:
+        targets = {args.api: lambda c, p: api(c, args.api, p, args.max_tokens)}
+    else:
+        targets = {url: (lambda c, p, url=url: direct(c, url, p, args.max_tokens)) for url in args.url or ["http://127.0.0.1:8011"]}
+    ttfts: dict[str, list[float]] = {target: [] for target in targets}
+    rates: dict[str, list[float]] = {target: [] for target in targets}
     with httpx.Client(timeout=300, trust_env=False) as client:
-        for i in range(args.n + 1):
-            prompt = PROMPTS[i % len(PROMPTS)]
+
+        def measure(target: str, label: str, prompt: str) -> tuple[float, float]:
             start = time.perf_counter()
-            chunks = send(client, prompt)
+            chunks = targets[target](client, prompt)
             end = time.perf_counter()
             ttft = chunks[0][0] - start if chunks else float("nan")
             rate = (len(chunks) - 1) / (end - chunks[0][0]) if len(chunks) > 1 else 0.0
             text = "".join(c for _, c in chunks)
-            label = "warm-up" if i == 0 else f"run {i}"
-            print(f"{label:8} ttft={ttft * 1000:6.0f} ms  chunks={len(chunks):4}  {rate:5.1f} tok/s  {text[:70]!r}")
-            if i:
-                ttfts.append(ttft)
-                rates.append(rate)
-    print(f"median of {args.n}: time to first token {statistics.median(ttfts) * 1000:.0f} ms, {statistics.median(rates):.1f} tokens/s")
+            print(f"{target:28} {label:10} ttft={ttft * 1000:6.0f} ms  chunks={len(chunks):4}  {rate:5.1f} tok/s  {text[:50]!r}")
+            return ttft, rate
+
+        for target in targets:
+            measure(target, "warm-up", PROMPTS[0])
+        for round_ in range(args.rounds):
+            for target in targets:
+                for i in range(args.n):
+                    ttft, rate = measure(target, f"r{round_ + 1} run {i + 1}", PROMPTS[(i + 1) % len(PROMPTS)])
+                    ttfts[target].append(ttft)
+                    rates[target].append(rate)
+    first = next(iter(targets))
+    for target in targets:
+        ttft, rate = statistics.median(ttfts[target]), statistics.median(rates[target])
+        line = f"{target}: median of {len(rates[target])}: time to first token {ttft * 1000:.0f} ms, {rate:.1f} tokens/s"
+        if target != first:
+            line += (f" (x{rate / statistics.median(rates[first]):.2f} the tokens/s, x{ttft / statistics.median(ttfts[first]):.2f}"
+                     f" the time to first token of {first})")
+        print(line)
 
 
 if __name__ == "__main__":

