@@ -1,9 +1,10 @@
 """process-start: launch a long-running server in its own process group and supervise it.
 
-Ready only when its readiness probe passes (an HTTP GET, or a POST with a JSON body, expecting
-2xx or a given status; or a TCP connect), within a timeout; while it waits, a progress line with the process's latest
-output is logged every `readiness.progress` seconds. A port held by another process before
-the start is an error naming that process, never "ready". A process that exits before it
+Ready only when its readiness probe passes (an HTTP GET, or a POST with a JSON body such as a
+1-token generation, expecting 2xx or a given status; or a TCP connect), within a timeout; while
+it waits, a progress line with the process's latest output is logged every `readiness.progress`
+seconds. A port held by another process before the start is an error naming that process, never
+"ready". A process that exits before it
 is ready fails the node at once with its exit code and last log lines. One that dies later
 is noticed at once (the owner hears of it through `on_change`, so runs in flight fail and
 `/ready` turns 503), and is restarted with exponential backoff per its `restart` policy.
