@@ -5,7 +5,8 @@ real generation streams through the API as SSE. SIGTERM then leaves nothing behi
 The prompt is long enough (at least 64 tokens, checked with the model's own tokenizer) for
 llama.cpp to evaluate it in its batched kernels, the path that crashed a native build on
 Intel AMX machines (issue 12) while short prompts worked; a server that dies on it fails the
-test (the run ends in an error, or the service shows a restart), not only one that fails to start.
+test (the run ends in an error, or the service shows a restart), not only one that fails to
+start.
 
 Slow: the first run on a machine builds llama-cpp-python from source (minutes); afterwards the
 venv is reused (`~/.cache/flowctl/envs/`) and this takes seconds. CI runs it. Nothing is
