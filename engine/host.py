@@ -1,12 +1,15 @@
 """FlowHost: one served flow. It holds the current compiled graph (swapped whole on reload),
 the supervisor of its services, the shared HTTP pool, and the runs in flight.
 
-The server, the CLI's `up`, hot reload, the OpenAI facade and metrics all go through it;
-none of them keep engine state of their own.
+Every front door goes through it: the native API, the model-compose compatible route, the
+OpenAI facade, the web UI, `flowctl run` (with or without a running `up`), hot reload and
+metrics; none of them keep engine state of their own. `prepare` is the one admission check
+(the workflow exists, its queue has room, the inputs cast, its services are up), `stream`
+runs a prepared run, and the run's `RunRecord` owns its lifecycle.
 
     host = FlowHost(load_flow("flows/local_chat.yml"))
     await host.start()
-    run = host.prepare(None, {"prompt": "Hi"})   # validates; raises InputError / ServiceError / Busy
+    run = host.prepare(None, {"prompt": "Hi"})   # raises WorkflowNotFound / Busy / InputError / ServiceError
     async for chunk in host.stream(run):
         print(chunk, end="")
     await host.stop()
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..nodes.base import ServiceState, ServiceStatus
-from .errors import FlowctlError, FlowError, RunError, ServiceError, clip
+from .errors import Busy, FlowctlError, FlowError, RunError, ServiceError, ShuttingDown, WorkflowNotFound
 from .graph import CompiledFlow, CompiledWorkflow
 from .paths import state_dir_for
 from .runs import RunRecord, RunStatus
@@ -33,21 +36,6 @@ from .scheduler import new_http_client, run_workflow
 from .spec import ServerSpec
 from .supervisor import Supervisor
 from .templating import validate_inputs
-
-
-class WorkflowNotFound(FlowctlError):
-    def __init__(self, workflow_id: str, known: list[str]) -> None:
-        workflow_id = clip(workflow_id)
-        super().__init__(f"no workflow '{workflow_id}'", hint="workflows: " + (", ".join(known) or "none"))
-        self.workflow_id = workflow_id
-
-
-class Busy(FlowctlError):
-    """Too many runs of a workflow are waiting already (HTTP 429)."""
-
-
-class ShuttingDown(FlowctlError):
-    """The host is stopping and takes no new runs (HTTP 503)."""
 
 
 @dataclass
@@ -105,25 +93,27 @@ class FlowHost:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        await self.supervisor.start(self.flow)
+    async def start(self, only: Iterable[str] | None = None) -> None:
+        """Start the flow's services (or just `only` and what they need)."""
+        await self.supervisor.start(self.flow, only)
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Take no new runs, let runs in flight finish for `drain_timeout` seconds, fail the
-        rest, stop the services, close the pool."""
+        rest, close the pool, stop the services."""
         self._closing = True
         drain = self.flow.server.drain_timeout if drain_timeout is None else drain_timeout
         try:
             if self._active:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._idle.wait(), timeout=drain)
-            for record in list(self._active.values()):
-                record.interrupt(RunStatus.FAILED, "flowctl is shutting down")
+            self.interrupt_all("flowctl is shutting down")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=5.0)
         finally:
-            await asyncio.shield(self.supervisor.stop())
-            await self.http.aclose()
+            try:  # idle keep-alive connections first, so the servers see clients leave cleanly
+                await self.http.aclose()
+            finally:
+                await asyncio.shield(self.supervisor.stop())
 
     async def reload(self, flow: CompiledFlow) -> list[str]:
         """Swap in a new graph. Runs in flight keep the one they started with; services are
@@ -173,16 +163,24 @@ class FlowHost:
 
     # -- runs --------------------------------------------------------------------------------
 
-    def prepare(self, workflow_id: str | None, raw_inputs: Mapping[str, Any]) -> PreparedRun:
-        """Check a run request before anything runs: the workflow exists, the inputs cast,
-        the services it needs are up. Raises WorkflowNotFound, InputError, ServiceError."""
+    def check(self, workflow_id: str | None, raw_inputs: Mapping[str, Any]) -> tuple[CompiledWorkflow, dict[str, Any]]:
+        """What `prepare` checks before services: flowctl takes runs, the workflow exists, its
+        queue has room (so a client gets 429, not a broken stream), the inputs cast. For a
+        caller that must know before it starts the services (`flowctl run`)."""
         if self._closing:
             raise ShuttingDown("flowctl is shutting down")
-        flow = self.flow
-        workflow = flow.workflow(workflow_id)
+        workflow = self.flow.workflow(workflow_id)
         if workflow is None:
-            raise WorkflowNotFound(workflow_id or "(default)", list(flow.workflows))
-        inputs = validate_inputs(workflow.inputs, raw_inputs)
+            raise WorkflowNotFound(workflow_id or "(default)", list(self.flow.workflows))
+        if self._queue_full(workflow):
+            raise Busy(f"workflow '{workflow.id}' is at its concurrency limit and its queue is full", hint="retry later")
+        return workflow, validate_inputs(workflow.inputs, raw_inputs)
+
+    def prepare(self, workflow_id: str | None, raw_inputs: Mapping[str, Any]) -> PreparedRun:
+        """Admit a run request before anything runs: `check`, then the services it needs are
+        up. Raises ShuttingDown, WorkflowNotFound, Busy, InputError, ServiceError."""
+        flow = self.flow
+        workflow, inputs = self.check(workflow_id, raw_inputs)
         down = self.supervisor.not_ready(workflow.services)
         if down:
             node, reason = next(iter(down.items()))
@@ -193,17 +191,17 @@ class FlowHost:
 
     async def stream(self, run: PreparedRun) -> AsyncIterator[Any]:
         """Run it, yielding output chunks. Waits for a concurrency slot first (Busy when the
-        queue is full). Ends normally when cancelled (status `cancelled`); raises RunError when
-        a node fails or a service it needs goes down."""
+        queue is full). Ends normally when interrupted with a status other than failed
+        (`cancel`); raises RunError when a node fails or a service it needs goes down."""
         record, workflow = run.record, run.workflow
-        record._task = asyncio.current_task()
+        record.bind(asyncio.current_task())
         slots = self._slot(workflow)
         acquired = False
+        ended: tuple[RunStatus, str | None] | None = None  # None: closed from outside
         try:
             await self._acquire(workflow, slots)
             acquired = True
-            record.status = RunStatus.RUNNING
-            record.started_mono = time.monotonic()
+            record.begin()
             self._active[record.id] = record
             self._idle.clear()
             self._emit("run.started", {"run": record})
@@ -218,39 +216,33 @@ class FlowHost:
             finally:
                 await chunks.aclose()
             self.supervisor.check_lived(lives)
-            record.status = RunStatus.SUCCEEDED
+            ended = (RunStatus.SUCCEEDED, None)
         except asyncio.CancelledError:
-            stop = record._stop_reason
-            if stop is None:
-                record.status = RunStatus.CANCELLED
-                record.error = "the client went away"
+            absorbed = record.absorb_cancel()
+            ended = record.stop_reason or (RunStatus.CANCELLED, "the client went away")
+            if not absorbed:
                 raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            record.status, record.error = stop
-            if record.status is RunStatus.FAILED:
-                raise RunError(workflow.output_node, record.error or "stopped") from None
+            if ended[0] is RunStatus.FAILED:
+                raise RunError(workflow.output_node, ended[1] or "stopped") from None
         except RunError as exc:
-            record.status = RunStatus.FAILED
-            record.error = await self.supervisor.explain(exc, record.services)
-            if record.error != str(exc):
-                raise RunError(exc.node, record.error.removeprefix(f"node '{exc.node}': ")) from None
+            # failing already: from here an interrupt (the service that broke it going down)
+            # only notes its reason; it must not cancel the explaining below
+            record.bind(None)
+            explained = await self.supervisor.explain(exc, record.services)
+            ended = (RunStatus.FAILED, explained)
+            if explained != str(exc):
+                raise RunError(exc.node, explained.removeprefix(f"node '{exc.node}': ")) from None
             raise
         except FlowctlError as exc:
-            record.status = RunStatus.FAILED
-            record.error = str(exc)
+            ended = (RunStatus.FAILED, str(exc))
             raise
         finally:
             if acquired:
                 slots.release()
-            record._task = None
-            if not record.status.finished:
-                # closed from outside (the consumer stopped reading): keep why it was stopped
-                stop = record._stop_reason
-                record.status, record.error = stop if stop is not None else (RunStatus.CANCELLED, record.error or "the consumer stopped reading")
-            record.finished_mono = time.monotonic()
-            record.finished.set()
+            if ended is None:
+                record.finish()  # the consumer stopped reading: the interruption's status, if any
+            else:
+                record.finish(*ended)
             self._active.pop(record.id, None)
             if not self._active:
                 self._idle.set()
@@ -261,6 +253,11 @@ class FlowHost:
         if record is not None:
             record.interrupt(RunStatus.CANCELLED, "cancelled")
         return record
+
+    def interrupt_all(self, reason: str) -> None:
+        """Fail every run not finished yet, running or queued, with `reason` (shutdown)."""
+        for record in list(self.runs.values()):
+            record.interrupt(RunStatus.FAILED, reason)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -290,7 +287,7 @@ class FlowHost:
             await slots.acquire()
             return
         waiting = self._waiting.get(workflow.id, 0)
-        if self.would_queue_overflow(workflow):
+        if self._queue_full(workflow):  # filled up since `prepare` let it in
             raise Busy(f"workflow '{workflow.id}' has {waiting} runs waiting already", hint="retry later")
         self._waiting[workflow.id] = waiting + 1
         try:
@@ -298,7 +295,7 @@ class FlowHost:
         finally:
             self._waiting[workflow.id] -= 1
 
-    def would_queue_overflow(self, workflow: CompiledWorkflow) -> bool:
+    def _queue_full(self, workflow: CompiledWorkflow) -> bool:
         slots = self._slot(workflow)
         return slots.locked() and self._waiting.get(workflow.id, 0) >= self.flow.server.max_queue
 

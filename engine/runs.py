@@ -1,4 +1,20 @@
-"""Run records: what `GET /runs/{id}` reports, and the handle that cancels or fails a run."""
+"""Run records: what `GET /runs/{id}` reports, and the one owner of a run's lifecycle.
+
+A run is consumed by one task (the HTTP response, the CLI, a background task). The record
+binds that task, and is the only thing that stops it from outside: `interrupt` notes why and
+cancels the task; wherever the cancellation lands, the consumer asks `absorb_cancel` whether
+it was this interruption (then the run ends with that status, and the task goes on) or a
+cancellation of the task itself (then it propagates). `finish` closes the record whatever
+the way the run ended.
+
+    >>> record = RunRecord(id="r1", workflow="chat")
+    >>> record.begin()
+    >>> record.interrupt(RunStatus.CANCELLED, "cancelled")   # no task bound: nothing to cancel
+    True
+    >>> record.finish()                                       # ends as the interruption said
+    >>> record.status.value, record.error, record.finished.is_set()
+    ('cancelled', 'cancelled', True)
+"""
 
 from __future__ import annotations
 
@@ -39,6 +55,17 @@ class RunRecord:
     _task: asyncio.Task[Any] | None = field(default=None, repr=False)
     _stop_reason: tuple[RunStatus, str | None] | None = field(default=None, repr=False)
 
+    # -- lifecycle (the only code that changes a run's status) ------------------------------
+
+    def bind(self, task: asyncio.Task[Any] | None) -> None:
+        """`task` consumes the run: an `interrupt` cancels it."""
+        self._task = task
+
+    def begin(self) -> None:
+        """The run got its slot and starts now."""
+        self.status = RunStatus.RUNNING
+        self.started_mono = time.monotonic()
+
     @property
     def elapsed_ms(self) -> int:
         end = self.finished_mono if self.finished_mono is not None else time.monotonic()
@@ -47,6 +74,11 @@ class RunRecord:
     @property
     def time_to_first_chunk(self) -> float | None:
         return None if self.first_chunk_mono is None else self.first_chunk_mono - self.started_mono
+
+    @property
+    def interrupted(self) -> bool:
+        """True once `interrupt` has been called (the run ends with the status it gave)."""
+        return self._stop_reason is not None
 
     def interrupt(self, status: RunStatus, reason: str | None) -> bool:
         """Stop the run from outside (cancel, a service died, shutdown). The consuming task is
@@ -57,6 +89,39 @@ class RunRecord:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         return True
+
+    def absorb_cancel(self) -> bool:
+        """Called by the consuming task where a CancelledError reached it. True when the
+        cancellation was this run's `interrupt` and nothing else: it is taken back
+        (`Task.uncancel`) and the consumer goes on to end the run normally. False when the
+        task itself is being cancelled (a client gone without an interrupt, the server being
+        killed): the consumer must let the CancelledError propagate."""
+        if self._stop_reason is None:
+            return False
+        task = asyncio.current_task()
+        if task is not None and task.uncancel() > 0:
+            return False  # cancelled for another reason as well
+        return True
+
+    def finish(self, status: RunStatus | None = None, error: str | None = None) -> None:
+        """Close the record. `status` (and `error`) say how the run ended; without one, an
+        unfinished run ends as its interruption said, else as cancelled (its consumer stopped
+        reading). Sets `finished`; safe to call once per run, in a `finally`."""
+        if status is not None:
+            self.status, self.error = status, error
+        elif not self.status.finished:
+            if self._stop_reason is not None:
+                self.status, self.error = self._stop_reason
+            else:
+                self.status, self.error = RunStatus.CANCELLED, self.error or "the consumer stopped reading"
+        self._task = None
+        self.finished_mono = time.monotonic()
+        self.finished.set()
+
+    @property
+    def stop_reason(self) -> tuple[RunStatus, str | None] | None:
+        """(status, reason) given to `interrupt`, or None."""
+        return self._stop_reason
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from ..engine.errors import Unauthorized
 from .errors import send_refusal
 
 ENV_VAR = "FLOWCTL_API_KEY"
@@ -46,9 +47,8 @@ class ApiKeyMiddleware:
         if token is not None and hmac.compare_digest(token, self._key):
             await self.app(scope, receive, send)
             return
-        message = "missing API key" if token is None else "wrong API key"
-        hint = "send the key of FLOWCTL_API_KEY as `Authorization: Bearer <key>`"
-        await send_refusal(send, scope["path"], 401, message, hint=hint, code="invalid_api_key", headers=((b"www-authenticate", b'Bearer realm="flowctl"'),))
+        refused = Unauthorized("missing API key" if token is None else "wrong API key", hint=f"send the key of {ENV_VAR} as `Authorization: Bearer <key>`")
+        await send_refusal(send, scope["path"], refused, headers=((b"www-authenticate", b'Bearer realm="flowctl"'),))
 
 
 def api_key_middleware(api_key: str | None, exempt: Callable[[str], bool]) -> list[Callable[[ASGIApp], ASGIApp]]:

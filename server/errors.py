@@ -1,15 +1,16 @@
-"""Map exceptions to HTTP answers. No traceback ever reaches a client.
+"""Errors as HTTP answers, in flowctl's shape and in OpenAI's. No traceback reaches a client.
 
-flowctl's own errors (`FlowctlError`) carry messages written for users, so they are shown
-with a status that says what went wrong (422 bad input naming the field, 404 unknown
-workflow or run, 503 a service is not ready, 429 the queue is full, 502 an upstream failed).
-Anything else is a bug: the client gets `{"error": "internal error", "id": ...}` and the
-traceback goes to the server log under the same id.
+flowctl's own errors (`engine/errors.py`) carry messages written for users and say on their
+class what they mean to HTTP (`status_code`, `retry_after`, `code`, `param`), so this module
+reads attributes, never a ladder of types. Anything else is a bug: the client gets
+`{"error": "internal error", "id": ...}` and the traceback goes to the server log under the
+same id.
 
-    status, body, headers = describe(InputError("temperature", "not a number"))
-    # 422, {"error": "input 'temperature': not a number", "field": "temperature"}, {}
-
-Other front ends (the OpenAI facade) can reuse `describe` and reshape the body.
+    >>> from flowctl.engine.errors import InputError
+    >>> describe(InputError("temperature", "not a number"))
+    (422, {'error': "input 'temperature': not a number", 'field': 'temperature'}, {})
+    >>> openai_error_body(InputError("temperature", "not a number"))[1]["error"]["code"]
+    'invalid_input'
 """
 
 from __future__ import annotations
@@ -23,62 +24,55 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import Send
 
-from ..engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, UpstreamError, clip
-from ..engine.host import Busy, ShuttingDown, WorkflowNotFound
+from ..engine.errors import FlowctlError, clip
 
 log = logging.getLogger("flowctl.server")
 
 
-class RunNotFound(FlowctlError):
-    def __init__(self, run_id: str) -> None:
-        run_id = clip(run_id)
-        super().__init__(f"no run '{run_id}'", hint="runs are kept for a while after they finish")
-        self.run_id = run_id
-
-
-class BadRequest(FlowctlError):
-    """The request itself is malformed (not JSON, wrong shape): HTTP 400, or 422 with a field."""
-
-    def __init__(self, message: str, *, field: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status = status
-
-
 def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """(status, JSON body, extra headers) for an exception. Logs unexpected ones."""
-    if isinstance(exc, InputError):
-        return 422, {"error": str(exc), "field": exc.field}, {}
-    if isinstance(exc, BadRequest):
-        body: dict[str, Any] = {"error": str(exc)}
-        if exc.field is not None:
-            body["field"] = exc.field
-        return exc.status, body, {}
-    if isinstance(exc, WorkflowNotFound):
-        return 404, {"error": str(exc), "workflow_id": exc.workflow_id}, {}
-    if isinstance(exc, RunNotFound):
-        return 404, {"error": str(exc), "run_id": exc.run_id}, {}
-    if isinstance(exc, Busy):
-        return 429, {"error": str(exc)}, {"retry-after": "1"}
-    if isinstance(exc, ShuttingDown):
-        return 503, {"error": str(exc)}, {"retry-after": "5"}
-    if isinstance(exc, ServiceError):
-        return 503, {"error": str(exc), "node": exc.node}, {"retry-after": "5"}
-    if isinstance(exc, UpstreamError):
-        return 502, {"error": str(exc), "node": exc.node}, {}
-    if isinstance(exc, RunError):
-        return 500, {"error": str(exc), "node": exc.node}, {}
-    if isinstance(exc, FlowError):
-        return 500, {"error": str(exc)}, {}
     if isinstance(exc, FlowctlError):
-        return 500, {"error": str(exc)}, {}
-    if isinstance(exc, HTTPException):
-        detail = exc.detail or "error"
-        body = {"error": detail}
+        headers = {"retry-after": str(exc.retry_after)} if exc.retry_after is not None else {}
+        return exc.status_code, {"error": str(exc), **exc.details()}, headers
+    if isinstance(exc, HTTPException):  # Litestar's own (413 body too large, ...)
+        body: dict[str, Any] = {"error": exc.detail or "error"}
         if exc.status_code == 400 and isinstance(exc.extra, list | dict) and exc.extra:
             body["detail"] = exc.extra
         return exc.status_code, body, dict(exc.headers or {})
     return 500, {"error": "internal error", "id": log_unexpected(exc)}, {}
+
+
+#: OpenAI's `error.code` for Litestar's own HTTP errors (flowctl's errors carry their `code`)
+_HTTP_CODES = {413: "request_too_large"}
+
+
+def openai_error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """(status, body) of an error in OpenAI's shape: `{"error": {"message", "type", "param",
+    "code"}}`. OpenAI answers every invalid request with 400, so flowctl's 422 becomes 400."""
+    status, body, _ = describe(exc)
+    if isinstance(exc, FlowctlError):
+        message, param, code = str(exc), exc.param, exc.code
+    elif isinstance(exc, HTTPException):
+        message, param, code = str(body["error"]), None, _HTTP_CODES.get(status, "invalid_request" if status < 500 else None)
+    else:
+        message, param, code = f"internal error (id {body['id']})", None, None
+    if status == 422:
+        status = 400
+    return status, {"error": {"message": message, "type": openai_error_type(status), "param": param, "code": code}}
+
+
+def openai_error_type(status: int) -> str:
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500 or status == 499:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def retry_headers(exc: BaseException) -> tuple[tuple[bytes, bytes], ...]:
+    """`Retry-After` for an error that says when to come back, as raw ASGI headers."""
+    after = exc.retry_after if isinstance(exc, FlowctlError) else None
+    return ((b"retry-after", str(after).encode()),) if after is not None else ()
 
 
 def log_unexpected(exc: BaseException) -> str:
@@ -88,15 +82,15 @@ def log_unexpected(exc: BaseException) -> str:
     return error_id
 
 
-async def send_refusal(send: Send, path: str, status: int, message: str, *, hint: str, code: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    """Answer a request from raw ASGI middleware (before routing): OpenAI's error body under
-    `/v1/`, flowctl's elsewhere."""
+async def send_refusal(send: Send, path: str, error: FlowctlError, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer a request from raw ASGI middleware (before routing) with `error`: OpenAI's error
+    body under `/v1/`, flowctl's elsewhere."""
     if path.startswith("/v1/"):
-        body: dict[str, Any] = {"error": {"message": f"{message} ({hint})", "type": "invalid_request_error", "param": None, "code": code}}
+        status, body = openai_error_body(error)
     else:
-        body = {"error": message, "hint": hint}
+        status, body, _ = describe(error)
     payload = json.dumps(body).encode()
-    start = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers]
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *retry_headers(error), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": payload, "more_body": False})
 
@@ -123,4 +117,4 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Exception: _handler,
 }
 
-__all__ = ["BadRequest", "EXCEPTION_HANDLERS", "RunNotFound", "describe", "log_refused", "log_unexpected", "send_refusal"]
+__all__ = ["EXCEPTION_HANDLERS", "describe", "log_refused", "log_unexpected", "openai_error_body", "openai_error_type", "retry_headers", "send_refusal"]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from ..engine.errors import HostNotAllowed
 from .errors import send_refusal
 
 
@@ -76,7 +77,7 @@ class HostCheckMiddleware:
 async def _forbid(name: str, scope: Scope, send: Send) -> None:
     shown = name[:80] + ("..." if len(name) > 80 else "")
     hint = "add the name to the flow's `server.allowed_hosts` (it guards against DNS rebinding)"
-    await send_refusal(send, scope["path"], 403, f"requests for host '{shown}' are not served here", hint=hint, code="host_not_allowed")
+    await send_refusal(send, scope["path"], HostNotAllowed(f"requests for host '{shown}' are not served here", hint=hint))
 
 
 def host_check_middleware(bind_host: str | None, allowed: Callable[[], Sequence[str]]) -> Callable[[ASGIApp], ASGIApp]:

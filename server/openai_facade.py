@@ -43,12 +43,12 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..engine.errors import FlowctlError, InputError, TemplateError, clip
+from ..engine.errors import BadRequest, FlowctlError, InputError, ModelNotFound, RunCancelled, RunFailed, TemplateError
 from ..engine.graph import CompiledFlow, CompiledWorkflow
-from ..engine.host import Busy, FlowHost
+from ..engine.host import FlowHost, PreparedRun
 from ..engine.runs import RunRecord, RunStatus
 from ..engine.scheduler import chunk_text
-from .errors import BadRequest, describe, log_refused
+from .errors import log_refused, openai_error_body, retry_headers
 from .request_json import load_json_body
 from .routes_api import ServerContext
 from .streaming import RunResponse
@@ -87,47 +87,6 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = Field(default=None, ge=1)
 
 
-class OpenAIError(Exception):
-    """An error answered in OpenAI's shape."""
-
-    def __init__(self, status: int, message: str, *, type: str | None = None, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type or _error_type(status)
-        self.param = param
-        self.code = code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def _error_type(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 429:
-        return "rate_limit_error"
-    if status >= 500:
-        return "server_error"
-    return "invalid_request_error"
-
-
-def openai_error(exc: BaseException) -> OpenAIError:
-    """Any exception as an OpenAI error (unexpected ones are logged, the client gets an id)."""
-    if isinstance(exc, OpenAIError):
-        return exc
-    if isinstance(exc, InputError):
-        return OpenAIError(400, str(exc), param=exc.field, code="invalid_input")
-    status, body, _ = describe(exc)
-    message = str(body.get("error", "error"))
-    if "id" in body and status == 500 and not isinstance(exc, FlowctlError | HTTPException):
-        message = f"internal error (id {body['id']})"
-    code = {404: "model_not_found", 413: "request_too_large", 429: "rate_limit_exceeded", 502: "upstream_error", 503: "service_unavailable"}.get(status)
-    if isinstance(exc, HTTPException) and status < 500:
-        code = code or "invalid_request"
-    return OpenAIError(status, message, param=body.get("field"), code=code)
-
-
 class JSONAnswer:
     """A tiny ASGI app answering one JSON body (so handlers can return either this or a run)."""
 
@@ -145,11 +104,8 @@ class JSONAnswer:
 
 
 def error_answer(exc: BaseException) -> JSONAnswer:
-    error = openai_error(exc)
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    if error.status in (429, 503):
-        headers = ((b"retry-after", b"1" if error.status == 429 else b"5"),)
-    return JSONAnswer(error.status, error.body(), headers)
+    status, body = openai_error_body(exc)
+    return JSONAnswer(status, body, retry_headers(exc))
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -206,7 +162,7 @@ def map_inputs(workflow: CompiledWorkflow, request: ChatCompletionRequest, body:
                 break
         else:
             if inputs["prompt"].required:
-                raise OpenAIError(400, "the request has no user message to use as the workflow's `prompt`", param="messages")
+                raise BadRequest("the request has no user message to use as the workflow's `prompt`", field="messages")
     values = {
         "temperature": request.temperature,
         "max_tokens": request.max_tokens if request.max_tokens is not None else request.max_completion_tokens,
@@ -222,19 +178,16 @@ def map_inputs(workflow: CompiledWorkflow, request: ChatCompletionRequest, body:
             try:
                 raw[name] = template.render(scope)
             except TemplateError as exc:
-                raise OpenAIError(400, f"input '{name}' (openai.inputs): {exc}", param=name, code="invalid_input") from None
+                raise InputError(name, f"(openai.inputs) {exc}") from None
     return raw
 
 
 def parse_request(content_type: str | None, raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
-    """The request body, checked (see `request_json`): (model, raw JSON). Raises
-    OpenAIError (400, or 415 when it is not declared JSON)."""
-    try:
-        body = load_json_body(content_type, raw)
-    except BadRequest as exc:
-        raise OpenAIError(exc.status, str(exc), param=exc.field) from None
+    """The request body, checked (see `request_json`): (model, raw JSON). Raises BadRequest
+    (400, or 415 when it is not declared JSON)."""
+    body = load_json_body(content_type, raw)
     if not isinstance(body, dict):
-        raise OpenAIError(400, "the request body must be a JSON object")
+        raise BadRequest("the request body must be a JSON object")
     try:
         request = ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
@@ -242,9 +195,9 @@ def parse_request(content_type: str | None, raw: bytes) -> tuple[ChatCompletionR
         param = ".".join(str(p) for p in first["loc"]) or None
         more = exc.error_count() - 1
         message = f"{param}: {first['msg']}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
-        raise OpenAIError(400, message, param=param) from None
+        raise BadRequest(message, field=param) from None
     if request.n not in (None, 1):
-        raise OpenAIError(400, "only n=1 is supported", param="n")
+        raise BadRequest("only n=1 is supported", field="n")
     return request, body
 
 
@@ -279,8 +232,9 @@ class ChunkEncoder:
         return (self._head + f'{{}},"logprobs":null,"finish_reason":{encode_basestring(reason)}}}]}}\n\n').encode()
 
     @staticmethod
-    def error(error: OpenAIError) -> bytes:
-        return b"data: " + json.dumps(error.body(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    def error(exc: BaseException) -> bytes:
+        _, body = openai_error_body(exc)
+        return b"data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
 class ChatFraming:
@@ -295,25 +249,24 @@ class ChatFraming:
         return self.encoder.role()
 
     def closing(self, record: RunRecord, chunks: int, error: BaseException | None) -> bytes:
-        failure = openai_error(error) if error is not None else None
-        if failure is None and record.status is not RunStatus.SUCCEEDED:
-            failure = _unfinished(record)
-        end = self.encoder.finish() if failure is None else self.encoder.error(failure)
+        if error is None and record.status is not RunStatus.SUCCEEDED:
+            error = _unfinished(record)
+        end = self.encoder.finish() if error is None else self.encoder.error(error)
         return end + ChunkEncoder.DONE
 
 
-def chat_stream(host: FlowHost, run: Any, *, model: str, keepalive: float | None) -> RunResponse:
+def chat_stream(host: FlowHost, run: PreparedRun, *, model: str, keepalive: float | None) -> RunResponse:
     """The streamed answer to `/v1/chat/completions`: `RunResponse` (its disconnect watcher,
     keep-alive comments and cancellation) with OpenAI's framing."""
     encoder = ChunkEncoder(f"chatcmpl-{run.record.id}", model, int(run.record.created))
     return RunResponse(host, run, sse=True, keepalive=keepalive, framing=ChatFraming(encoder))
 
 
-def _unfinished(record: RunRecord) -> OpenAIError:
+def _unfinished(record: RunRecord) -> FlowctlError:
     """A run that ended without a failure raised to us: cancelled from outside, or failed."""
     if record.status is RunStatus.CANCELLED:
-        return OpenAIError(499, f"the run was cancelled ({record.error or 'cancelled'})", type="server_error", code="cancelled")
-    return OpenAIError(500, record.error or "the run failed", code="run_failed")
+        return RunCancelled(f"the run was cancelled ({record.error or 'cancelled'})")
+    return RunFailed(record.error or "the run failed")
 
 
 def completion_renderer(model: str):  # noqa: ANN201 - streaming.Render
@@ -323,8 +276,8 @@ def completion_renderer(model: str):  # noqa: ANN201 - streaming.Render
         if error is None and record.status is not RunStatus.SUCCEEDED:
             error = _unfinished(record)
         if error is not None:
-            failure = openai_error(error)
-            return (500 if failure.status == 499 else failure.status), failure.body()
+            status, body = openai_error_body(error)
+            return (500 if status == 499 else status), body
         text = "" if output is None else output if isinstance(output, str) else chunk_text(output)
         return 200, {
             "id": f"chatcmpl-{record.id}",
@@ -352,9 +305,8 @@ def openai_router(ctx: ServerContext) -> Router:
             cache[0], cache[1] = flow, models_of(flow)
         return cache[1]
 
-    def unknown(name: str) -> OpenAIError:
-        known = ", ".join(models()) or "none"
-        return OpenAIError(404, f"The model `{clip(name)}` does not exist (models: {known})", param="model", code="model_not_found")
+    def unknown(name: str) -> ModelNotFound:
+        return ModelNotFound(name, list(models()))
 
     @get("/v1/models", sync_to_thread=False)
     def list_models() -> ASGIApp:
@@ -376,13 +328,11 @@ def openai_router(ctx: ServerContext) -> Router:
             workflow = models().get(chat.model)
             if workflow is None:
                 raise unknown(chat.model)
-            if host.would_queue_overflow(workflow):
-                raise Busy(f"model '{chat.model}' is at its concurrency limit and its queue is full", hint="retry later")
             run = host.prepare(workflow.id, map_inputs(workflow, chat, body))
         except Exception as exc:
-            error = openai_error(exc)
-            log_refused("POST", "/v1/chat/completions", error.status, error.message)
-            return error_answer(error)
+            status, error = openai_error_body(exc)
+            log_refused("POST", "/v1/chat/completions", status, error["error"]["message"])
+            return JSONAnswer(status, error, retry_headers(exc))
         if chat.stream:
             return chat_stream(host, run, model=chat.model, keepalive=ctx.keepalive)
         return RunResponse(host, run, sse=False, render=completion_renderer(chat.model))
@@ -394,10 +344,8 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatFraming",
     "ChunkEncoder",
-    "OpenAIError",
     "map_inputs",
     "model_name",
     "models_of",
-    "openai_error",
     "openai_router",
 ]

@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from .errors import BadRequest
+from ..engine.errors import BadRequest
 
 #: deepest nesting of objects and arrays a request body may have
 MAX_DEPTH = 64

@@ -37,8 +37,8 @@ except ImportError:  # older ones infer them from the signature
 
 from ..engine.export import to_json, to_mermaid
 from ..engine.graph import CompiledWorkflow
-from ..engine.host import Busy, FlowHost, PreparedRun, WorkflowNotFound
-from .errors import BadRequest, RunNotFound
+from ..engine.errors import BadRequest, RunNotFound, WorkflowNotFound
+from ..engine.host import FlowHost
 from .request_json import load_json_body
 from .streaming import OutputStore, RunResponse
 
@@ -77,15 +77,6 @@ def input_of(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest("`input` must be a JSON object of input names to values", field="input", status=422)
     return value
-
-
-def prepare(host: FlowHost, workflow_id: str | None, inputs: dict[str, Any]) -> PreparedRun:
-    """Validate a run request before anything runs: 404, 422, 503, or 429 when the
-    workflow's queue is full already (so the client gets a status, not a broken stream)."""
-    workflow = host.flow.workflow(workflow_id)
-    if workflow is not None and host.would_queue_overflow(workflow):
-        raise Busy(f"workflow '{workflow.id}' is at its concurrency limit and its queue is full", hint="retry later")
-    return host.prepare(workflow_id, inputs)
 
 
 def wants_sse(request: Request[Any, Any, Any]) -> bool:
@@ -170,7 +161,7 @@ def get_graph(ctx: NamedDependency[ServerContext], workflow_id: FromPath[str], f
 @post("/workflows/{workflow_id:str}/runs")
 async def start_run(ctx: NamedDependency[ServerContext], request: Request[Any, Any, Any], workflow_id: FromPath[str]) -> ASGIApp:
     body = await read_json_object(request)
-    run = prepare(ctx.host, workflow_id, input_of(body))
+    run = ctx.host.prepare(workflow_id, input_of(body))
     sse = run.workflow.streams and wants_sse(request)
     return RunResponse(ctx.host, run, sse=sse, keepalive=ctx.keepalive)
 
@@ -215,7 +206,6 @@ __all__ = [
     "api_router",
     "find_workflow",
     "input_of",
-    "prepare",
     "read_json_object",
     "run_status",
     "wants_sse",

@@ -28,8 +28,9 @@ from litestar.di import Provide
 from litestar.types import ASGIApp
 
 from ..engine.runs import RunRecord, RunStatus
-from .errors import BadRequest, RunNotFound, describe
-from .routes_api import FromPath, FromQuery, NamedDependency, ServerContext, input_of, prepare, read_json_object, wants_sse
+from ..engine.errors import BadRequest, RunNotFound
+from .errors import describe
+from .routes_api import FromPath, FromQuery, NamedDependency, ServerContext, input_of, read_json_object, wants_sse
 from .streaming import RunResponse, run_in_background
 
 #: what model-compose clients send for "the default workflow"
@@ -92,7 +93,7 @@ async def run_workflow(ctx: NamedDependency[ServerContext], request: Request[Any
     wait = _flag(body, "wait_for_completion", True)
     if output_only and not wait:
         raise BadRequest("output_only requires wait_for_completion=true", field="output_only")
-    run = prepare(ctx.host, workflow_id, input_of(body))
+    run = ctx.host.prepare(workflow_id, input_of(body))
     if not wait:
         run_in_background(ctx.host, run, ctx.outputs, ctx.background)
         return Response(task_result(run.record), status_code=202)

@@ -220,7 +220,7 @@ class RunResponse:
                         await flush()
             except asyncio.CancelledError:
                 # interrupted while writing, not inside the engine: finish the run here
-                if not _absorb_interrupt(record):
+                if not record.absorb_cancel():
                     raise
                 await stream.aclose()
             except Exception as exc:  # FlowctlError or a bug: the framing says it its way
@@ -242,7 +242,7 @@ class RunResponse:
                 async for chunk in stream:
                     values.append(chunk)
             except asyncio.CancelledError:
-                if not _absorb_interrupt(record):
+                if not record.absorb_cancel():
                     raise
                 await stream.aclose()
             except FlowctlError as exc:
@@ -290,17 +290,6 @@ class RunResponse:
                     await send({"type": "http.response.body", "body": KEEP_ALIVE, "more_body": True})
         finally:
             pending.cancel()
-
-
-def _absorb_interrupt(record: RunRecord) -> bool:
-    """A CancelledError that reached the response, not the engine: if it is the run being
-    interrupted on purpose (cancel, client gone, shutdown), take it back and say True."""
-    if record._stop_reason is None:
-        return False
-    task = asyncio.current_task()
-    if task is not None and task.uncancel() > 0:
-        return False  # cancelled for another reason as well (the server is being killed)
-    return True
 
 
 def run_in_background(host: FlowHost, run: PreparedRun, outputs: OutputStore, tasks: set[asyncio.Task[Any]]) -> asyncio.Task[Any]:

@@ -76,7 +76,7 @@ def test_a_bug_mid_stream_ends_it_with_an_error_event(client: TestClient[Any], h
 
 def test_describe_covers_the_tree() -> None:
     from flowctl.engine.errors import FlowctlError, InputError, RunError, ServiceError, UpstreamError
-    from flowctl.engine.host import Busy, ShuttingDown, WorkflowNotFound
+    from flowctl.engine.errors import Busy, ShuttingDown, WorkflowNotFound
 
     assert describe(InputError("t", "bad"))[:2] == (422, {"error": "input 't': bad", "field": "t"})
     assert describe(WorkflowNotFound("w", ["a"]))[0] == 404
