@@ -13,15 +13,15 @@ from typing import Any
 import networkx as nx
 
 from ..nodes.base import NodeKind
+from ..nodes.registry import NODE_TYPES
 from .errors import FlowError, FlowErrors, TemplateError
 from .frontends import LocatedSpec
 from .graph import CompiledFlow, CompiledNode, CompiledWorkflow
 from .spec import WorkflowSpec
 from .templating import NO_DEFAULT, CompiledValue, InferredInput, Reference, cast, compile_value, infer_inputs
 
-_SERVICE_SOURCES = {"env", "nodes"}
-_RUN_SOURCES = {"env", "nodes", "input", "run"}
-_CHUNK_SOURCES = {"response", "response[]"}
+#: what a template may read, by the kind of node it is in: services start before any run
+_KIND_SOURCES = {NodeKind.SERVICE: frozenset({"env", "nodes"}), NodeKind.RUN: frozenset({"env", "nodes", "input", "run"})}
 
 
 def compile_flow(located: LocatedSpec) -> CompiledFlow:
@@ -100,16 +100,15 @@ class _Compiler:
                     stream_inputs.add(target)
         return CompiledNode(id=node_id, spec=spec, fields=fields, upstream=tuple(upstream), stream_inputs=frozenset(stream_inputs))
 
-    def _check_source(self, node_id: str, kind: NodeKind, field: str, ref: Reference, path: tuple) -> None:
-        allowed = set(_SERVICE_SOURCES if kind is NodeKind.SERVICE else _RUN_SOURCES)
-        if field == "output" and self.spec.nodes[node_id].type == "http-stream":
-            allowed |= _CHUNK_SOURCES
-        if ref.source in allowed:
+    def _check_source(self, node_id: str, kind: NodeKind, field: str, ref: Reference, path: tuple[Any, ...]) -> None:
+        spec = self.spec.nodes[node_id]
+        if ref.source in _KIND_SOURCES[kind] or ref.source in spec.field_sources.get(field, ()):
             return
-        if kind is NodeKind.SERVICE and ref.source in ("input", "run"):
-            self.error(f"'{ref.dotted}' cannot be used in service node '{node_id}': services start before any run", path, hint="move per-run values into the http-stream node")
-        elif ref.source in _CHUNK_SOURCES:
-            self.error(f"'{ref.dotted}' is only defined in an http-stream node's `output:`", path)
+        owners = [f"an {name} node's `{f}:`" for name, (cls, _) in NODE_TYPES.items() for f, sources in cls.field_sources.items() if ref.source in sources]
+        if kind is NodeKind.SERVICE and ref.source in _KIND_SOURCES[NodeKind.RUN]:
+            self.error(f"'{ref.dotted}' cannot be used in service node '{node_id}': services start before any run", path, hint="move per-run values into a per-run node")
+        elif owners:
+            self.error(f"'{ref.dotted}' is only defined in " + " or ".join(owners), path)
         else:
             self.error(f"'{ref.dotted}' cannot be used here", path)
 
@@ -141,10 +140,11 @@ class _Compiler:
     def _workflows(self, nodes: dict[str, CompiledNode], graph: nx.DiGraph) -> dict[str, CompiledWorkflow]:
         specs = dict(self.spec.workflows)
         if not specs:
-            sinks = [n for n, node in nodes.items() if node.spec.type == "sse-sink"]
+            sinks = [n for n, node in nodes.items() if node.spec.is_sink]
             specs = {n: WorkflowSpec(output=n) for n in sinks}
         if not specs:
-            self.error("this flow has no workflow", (), hint="add an sse-sink node, or a `workflows:` entry naming an output node")
+            sinks = " or ".join(name for name, (cls, _) in NODE_TYPES.items() if cls.is_sink)
+            self.error("this flow has no workflow", (), hint=f"add an {sinks} node, or a `workflows:` entry naming an output node")
             return {}
         result = {}
         for workflow_id, workflow in specs.items():
@@ -191,7 +191,7 @@ class _Compiler:
             run_nodes=run_nodes,
             services=services,
             inputs=inputs,
-            output_type=self._output_type(nodes[output]),
+            output_type=nodes[output].spec.output_type(nodes[output].fields),
             streamed_nodes=streamed,
             openai=workflow.openai,
             openai_inputs=openai_inputs,
@@ -233,11 +233,3 @@ class _Compiler:
             if name not in declared:
                 self.error(f"input '{name}' is used but not declared in the workflow's `inputs:`", (*where, "inputs"), key=True, hint=f"declare `{name}:` or remove the explicit `inputs:`")
         return declared
-
-    @staticmethod
-    def _output_type(node: CompiledNode) -> str:
-        if node.spec.type == "sse-sink":
-            source = node.fields.get("source")
-            types = [ref.type for ref in source.references] if source else []
-            return "stream/json" if "stream/json" in types else "stream/text"
-        return "value"

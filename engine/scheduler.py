@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
 
-from ..nodes.base import RunContext
+from ..nodes.base import Chunks, RunContext
 from ..nodes.http_transport import StreamingTransport
-from ..nodes.registry import create_node
+from ..nodes.registry import create_run_node
 from .errors import FlowctlError, InputError, RunError, TemplateError
 from .graph import CompiledFlow, CompiledWorkflow
 
@@ -55,7 +55,7 @@ async def run_workflow(
     run_id: str,
     http: httpx.AsyncClient,
     service_outputs: Mapping[str, Any],
-) -> AsyncIterator[Any]:
+) -> Chunks:
     """Yield the workflow's output chunks. `inputs` must already be validated and cast."""
     nodes_scope: dict[str, Any] = {sid: {"output": service_outputs.get(sid)} for sid in workflow.services}
     base_scope = {
@@ -64,7 +64,7 @@ async def run_workflow(
         "run": {"id": run_id, "time": time.time(), "workflow": workflow.id},
         "nodes": nodes_scope,
     }
-    opened: list[AsyncIterator[Any]] = []
+    opened: list[Chunks] = []
     try:
         for node_id in workflow.run_nodes[:-1]:
             iterator = _start_node(flow, node_id, run_id, http, base_scope)
@@ -82,7 +82,7 @@ async def run_workflow(
             await iterator.aclose()
 
 
-def _start_node(flow: CompiledFlow, node_id: str, run_id: str, http: httpx.AsyncClient, base_scope: dict[str, Any]) -> AsyncIterator[Any]:
+def _start_node(flow: CompiledFlow, node_id: str, run_id: str, http: httpx.AsyncClient, base_scope: dict[str, Any]) -> Chunks:
     node = flow.nodes[node_id]
     scope = dict(base_scope)
 
@@ -95,10 +95,10 @@ def _start_node(flow: CompiledFlow, node_id: str, run_id: str, http: httpx.Async
         return compiled.render(scope)
 
     ctx = RunContext(node_id=node_id, run_id=run_id, resolve=resolve, http=http, fields=node.fields, scope=scope)
-    return _guarded(node_id, create_node(node.spec).run(ctx))
+    return _guarded(node_id, create_run_node(node.spec).run(ctx))
 
 
-async def _guarded(node_id: str, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _guarded(node_id: str, chunks: Chunks) -> Chunks:
     """Name the node in any error it raises, and close it whatever happens."""
     try:
         async for chunk in chunks:
@@ -115,7 +115,7 @@ async def _guarded(node_id: str, chunks: AsyncIterator[Any]) -> AsyncIterator[An
         await chunks.aclose()
 
 
-async def _collect(chunks: AsyncIterator[Any]) -> Any:
+async def _collect(chunks: AsyncGenerator[Any, None]) -> Any:
     values = [chunk async for chunk in chunks]
     if len(values) == 1:
         return values[0]

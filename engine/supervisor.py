@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..nodes.base import ServiceContext, ServiceNode, ServiceState, ServiceStatus
-from ..nodes.registry import create_node
+from ..nodes.registry import create_service
 from .errors import FlowctlError, RunError, ServiceError, TemplateError, UpstreamError
 from .graph import CompiledFlow
 
@@ -99,12 +99,8 @@ class Supervisor:
         """Give services that look up a moment to show that they died. A model server's
         sockets close a little before its exit is seen, so a run whose connection just broke
         waits here (at most `timeout`) before saying which service went down."""
-        waits = []
-        for node_id in node_ids:
-            node = self._nodes.get(node_id)
-            exited_within = getattr(node, "exited_within", None)
-            if exited_within is not None:  # quick when the exit and its code are known already
-                waits.append(exited_within(timeout))
+        # each answers at once when its exit (or that it has no process) is known already
+        waits = [node.exited_within(timeout) for node_id in node_ids if (node := self._nodes.get(node_id)) is not None]
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
 
@@ -145,7 +141,7 @@ class Supervisor:
             resolved = {name: value.render(scope) for name, value in node.fields.items()}
         except TemplateError as exc:
             raise ServiceError(node_id, exc.message, hint=exc.hint) from None
-        instance: ServiceNode = create_node(node.spec)
+        instance = create_service(node.spec)
         self._failed.pop(node_id, None)
         self._nodes[node_id] = instance
         self._fingerprints[node_id] = flow.service_fingerprints[node_id]

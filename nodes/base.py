@@ -5,17 +5,28 @@ Two kinds of node, kept apart on purpose:
 - *service* nodes (env-setup, process-start) live as long as flowctl serves the flow; one
   supervisor starts them in dependency order and stops them in reverse;
 - *per-run* nodes (http-stream, sse-sink) live for one run and yield chunks.
+
+A node type describes itself on its spec class, so the compiler and the scheduler never
+compare type names: `kind` (service or per-run), `template_fields`, `is_sink` (a workflow's
+output by default), `field_sources` (sources a field may read beyond its kind's, such as
+http-stream's `response[]`) and `output_type` (what a workflow that outputs it yields).
+Adding a node type is its own module plus one line in `registry.py`.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+import typing
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+import httpx
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from ..engine.templating import CompiledValue
 
 
 class NodeKind(str, enum.Enum):
@@ -31,10 +42,31 @@ class NodeSpecBase(BaseModel):
     kind: ClassVar[NodeKind]
     #: fields whose strings are `${...}` templates, resolved when the node starts or runs
     template_fields: ClassVar[tuple[str, ...]] = ()
+    #: a per-run node that is a workflow's output by default: a flow without `workflows:`
+    #: gets one workflow per such node
+    is_sink: ClassVar[bool] = False
+    #: template sources a field may read beyond those of the node's kind, by field name
+    #: (http-stream's `output:` reads each chunk as `response[]`, the whole body as `response`)
+    field_sources: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     type: str
     needs: list[str] = []
     description: str | None = None
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The `type:` value that selects this spec (its `Literal`)."""
+        return str(typing.get_args(cls.model_fields["type"].annotation)[0])
+
+    @classmethod
+    def output_type(cls, fields: Mapping[str, CompiledValue]) -> str:
+        """What a workflow whose output is this node yields: `stream/text`, `stream/json` or
+        `value`, given the node's parsed template fields."""
+        return "value"
+
+    @property
+    def is_service(self) -> bool:
+        return self.kind is NodeKind.SERVICE
 
 
 class ServiceState(str, enum.Enum):
@@ -62,6 +94,11 @@ class ServiceStatus:
         return self.state is ServiceState.READY
 
 
+LogSink = Callable[[str], None]
+#: told when a started service dies or comes back: (node id, its status)
+ChangeSink = Callable[[str, "ServiceStatus"], None]
+
+
 @dataclass
 class ServiceContext:
     """What a service node gets when it starts."""
@@ -74,9 +111,9 @@ class ServiceContext:
     #: shared across flows: content-addressed venvs live under `<cache_dir>/envs/`
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())
     #: called with one line at a time for live progress (console, log, UI)
-    log: Any = print
+    log: LogSink = print
     #: called when a started service dies or comes back, so the owner can react
-    on_change: Any = None
+    on_change: ChangeSink | None = None
 
 
 def default_cache_dir() -> Path:
@@ -90,14 +127,25 @@ def default_cache_dir() -> Path:
 
 
 class ServiceNode(Protocol):
-    spec: NodeSpecBase
-    status: ServiceStatus
+    @property
+    def status(self) -> ServiceStatus: ...
 
     async def start(self, ctx: ServiceContext) -> dict[str, Any]:
         """Set up or launch; return the node's output (what `${nodes.<id>.output...}` reads)."""
 
     async def stop(self) -> None:
         """Release everything `start` acquired. Must be safe to call twice or after a failure."""
+
+    async def exited_within(self, timeout: float) -> bool:
+        """True if the service's process has exited or exits within `timeout` seconds; False
+        at once for a service without a process. For an owner that saw a connection to it
+        break and wants to know whether it died (its exit is seen a moment after its
+        sockets close)."""
+
+
+class Resolver(Protocol):
+    def __call__(self, field: str, extra: Mapping[str, Any] | None = None) -> Any:
+        """One of the node's template fields rendered now; `extra` adds sources (`response[]`)."""
 
 
 @dataclass
@@ -106,21 +154,22 @@ class RunContext:
 
     node_id: str
     run_id: str
-    #: resolves one of the node's template fields; `extra` adds sources (e.g. `response[]`)
-    resolve: Any
-    #: the shared upstream `httpx.AsyncClient` (`engine.scheduler.new_http_client`)
-    http: Any
+    resolve: Resolver
+    #: the shared upstream client (`engine.scheduler.new_http_client`)
+    http: httpx.AsyncClient
     #: the node's parsed template fields and the scope they render against, for nodes that
     #: render one field per chunk and want the fast path (`Template.render_or`)
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, CompiledValue] = field(default_factory=dict)
     scope: dict[str, Any] = field(default_factory=dict)
 
 
-class RunNode(Protocol):
-    spec: NodeSpecBase
+#: what a per-run node yields; an async generator, so its consumer can `aclose` it
+Chunks = AsyncGenerator[Any, None]
 
-    def run(self, ctx: RunContext) -> AsyncIterator[Any]:
-        """Yield this run's chunks, in order. Closing the iterator releases everything."""
+
+class RunNode(Protocol):
+    def run(self, ctx: RunContext) -> Chunks:
+        """Yield this run's chunks, in order. Closing the generator releases everything."""
 
 
 StreamType = Literal["stream/text", "stream/json"]

@@ -107,6 +107,9 @@ class EnvSetupNode:
         self.status = ServiceStatus(state=ServiceState.READY)
         return output
 
+    async def exited_within(self, timeout: float) -> bool:
+        return False  # a finished setup has no process that could die
+
     async def stop(self) -> None:
         """Nothing runs between setups; a setup in progress is cancelled by its caller."""
         if self.status.state is not ServiceState.FAILED:

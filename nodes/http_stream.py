@@ -23,14 +23,14 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ..engine.errors import InputError, MissingValueError, RunError, UpstreamError, clip
-from .base import NodeKind, NodeSpecBase, RunContext
+from .base import Chunks, NodeKind, NodeSpecBase, RunContext
 from .deadline import WaitDeadline
 from .http_url import redact_url, render_url
 from .sse_parser import iter_sse_data_bytes
@@ -53,6 +53,8 @@ class TimeoutSpec(BaseModel):
 class HttpStreamSpec(NodeSpecBase):
     kind: ClassVar[NodeKind] = NodeKind.RUN
     template_fields: ClassVar[tuple[str, ...]] = ("method", "url", "headers", "params", "body", "output")
+    #: `output:` reads each stream chunk as `response[]` (the whole body as `response`)
+    field_sources: ClassVar[Mapping[str, frozenset[str]]] = {"output": frozenset({"response", "response[]"})}
 
     type: Literal["http-stream"]
     method: str = "POST"
@@ -76,7 +78,7 @@ class HttpStreamNode:
     def __init__(self, spec: HttpStreamSpec) -> None:
         self.spec = spec
 
-    async def run(self, ctx: RunContext) -> AsyncIterator[Any]:
+    async def run(self, ctx: RunContext) -> Chunks:
         spec = self.spec
         request = self._request(ctx)
         shown = f"{request.method} {redact_url(str(request.url))}"

@@ -1,38 +1,53 @@
-"""Node types by their `type:` name. Adding a node type is one module plus one line here."""
+"""Node types by their `type:` name. Adding a node type is one module plus one line here: each
+spec class says its own `type:` name (its `Literal`) and what the compiler needs to know
+(`nodes/base.py`), so nothing else names node types.
+
+    >>> spec_class("http-stream").__name__
+    'HttpStreamSpec'
+    >>> [name for name in NODE_TYPES if spec_class(name).kind.value == "service"]
+    ['env-setup', 'process-start']
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
-from .base import NodeKind, NodeSpecBase
+from .base import NodeSpecBase, RunNode, ServiceNode
 from .env_setup import EnvSetupNode, EnvSetupSpec
 from .http_stream import HttpStreamNode, HttpStreamSpec
 from .process_start import ProcessStartNode, ProcessStartSpec
 from .sse_sink import SseSinkNode, SseSinkSpec
 
-NODE_TYPES: dict[str, tuple[type[NodeSpecBase], type]] = {
-    "env-setup": (EnvSetupSpec, EnvSetupNode),
-    "process-start": (ProcessStartSpec, ProcessStartNode),
-    "http-stream": (HttpStreamSpec, HttpStreamNode),
-    "sse-sink": (SseSinkSpec, SseSinkNode),
-}
+#: (spec, behaviour) of every node type: the one list to extend
+_TYPES: tuple[tuple[type[NodeSpecBase], type[Any]], ...] = (
+    (EnvSetupSpec, EnvSetupNode),
+    (ProcessStartSpec, ProcessStartNode),
+    (HttpStreamSpec, HttpStreamNode),
+    (SseSinkSpec, SseSinkNode),
+)
 
-NodeSpec = Annotated[
-    Union[EnvSetupSpec, ProcessStartSpec, HttpStreamSpec, SseSinkSpec],
-    Field(discriminator="type"),
-]
+NODE_TYPES: dict[str, tuple[type[NodeSpecBase], type[Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}
+
+if TYPE_CHECKING:
+    NodeSpec = NodeSpecBase
+else:
+    #: any node's spec, told apart by `type:` (what FlowSpec's `nodes:` holds)
+    NodeSpec = Annotated[Union[tuple(spec for spec, _ in _TYPES)], Field(discriminator="type")]  # noqa: UP007
 
 
 def spec_class(type_name: str) -> type[NodeSpecBase]:
     return NODE_TYPES[type_name][0]
 
 
-def create_node(spec: NodeSpecBase) -> Any:
-    """A fresh behaviour object for `spec`."""
-    return NODE_TYPES[spec.type][1](spec)
+def create_service(spec: NodeSpecBase) -> ServiceNode:
+    """A fresh behaviour object for a service node's `spec`."""
+    node: ServiceNode = NODE_TYPES[spec.type][1](spec)
+    return node
 
 
-def is_service(spec: NodeSpecBase) -> bool:
-    return spec.kind is NodeKind.SERVICE
+def create_run_node(spec: NodeSpecBase) -> RunNode:
+    """A fresh behaviour object for a per-run node's `spec`."""
+    node: RunNode = NODE_TYPES[spec.type][1](spec)
+    return node
