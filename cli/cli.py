@@ -1,8 +1,7 @@
 """The command line. Thin on purpose: parse arguments, call the engine (or the server), print,
-and map errors to exit codes. A user never sees a traceback.
-
-Exit codes: 0 success; 1 the flow file is invalid; 2 bad usage or bad input; 3 a run failed;
-4 a service failed to set up or start; 130 interrupted.
+and exit with the error's own `exit_code` (`engine.errors.ExitCode`: 0 success; 1 the flow
+file is invalid; 2 bad usage or bad input; 3 a run failed; 4 a service failed to set up or
+start; 130 interrupted). A user never sees a traceback.
 """
 
 from __future__ import annotations
@@ -13,15 +12,16 @@ import json
 import os
 import signal
 import sys
-import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .engine.errors import FlowctlError, FlowError, InputError, RunError, ServiceError, TemplateError
+from .engine.errors import ExitCode, FlowctlError, InputError, RunError, TemplateError, WorkflowNotFound
+from .server.console import error as _error
+
+if TYPE_CHECKING:
+    from .engine.host import FlowHost
 
 DEFAULT_FLOW = "flows/local_chat.yml"
-
-EXIT_OK, EXIT_FLOW, EXIT_USAGE, EXIT_RUN, EXIT_SERVICE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,30 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
-        return args.handler(args)
+        return int(args.handler(args))
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except FlowError as exc:
-        _error(str(exc))
-        return EXIT_FLOW
-    except InputError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except ServiceError as exc:
-        _error(str(exc))
-        return EXIT_SERVICE
+        return ExitCode.INTERRUPTED
     except FlowctlError as exc:
         _error(str(exc))
-        return EXIT_RUN
-
-
-def _error(message: str) -> None:
-    lines = message.strip().splitlines() or ["unknown error"]
-    print(f"flowctl: error: {lines[0]}", file=sys.stderr)
-    for line in lines[1:]:
-        print(f"  {line}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,7 +98,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     flow = load_flow(args.flow)
     workflows = ", ".join(flow.workflows)
     print(f"{args.flow}: ok ({len(flow.nodes)} nodes, workflows: {workflows})")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
@@ -126,9 +110,9 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     if args.workflow:
         workflow = flow.workflow(args.workflow)
         if workflow is None:
-            raise InputError("workflow", f"no workflow '{args.workflow}'", hint="workflows: " + ", ".join(flow.workflows))
+            raise WorkflowNotFound(args.workflow, list(flow.workflows))
     sys.stdout.write(FORMATS[args.format](flow, workflow))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -138,27 +122,24 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flowctl flow"
     print(json.dumps(schema, indent=2))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .engine.flow import load_flow
+    from .engine.host import FlowHost
 
-    flow = load_flow(args.flow)
-    workflow = flow.workflow(args.workflow)
-    if workflow is None:
-        raise InputError("workflow", f"no workflow '{args.workflow}'", hint="workflows: " + ", ".join(flow.workflows) or "none")
+    host = FlowHost(load_flow(args.flow))
     given = _parse_inputs(args.input_json, args.pairs)
-    from .engine.templating import validate_inputs
-
-    inputs = validate_inputs(workflow.inputs, given)
+    # the admission check a served run gets, before any service is started or `up` is asked
+    workflow, _ = host.check(args.workflow, given)
     reused = _run_via_up(args.flow, workflow.id, given)
     if reused is not None:
         return reused
     from .server.auth import ENV_VAR
 
     os.environ.pop(ENV_VAR, None)  # the services this run starts must not inherit flowctl's key
-    return asyncio.run(_run(flow, workflow, inputs))
+    return asyncio.run(_run(host, workflow.id, given))
 
 
 def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any]) -> int | None:
@@ -168,7 +149,7 @@ def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any]) -> int 
     import httpx
 
     from .server.auth import ENV_VAR
-    from .server.serve import PidFile
+    from .server.pidfile import PidFile
 
     record, _stale = PidFile(flow_file).live()
     if record is None or not record.api:
@@ -190,7 +171,7 @@ def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any]) -> int 
                     except (json.JSONDecodeError, AttributeError):
                         message = body
                     _error(f"{url} answered {response.status_code}: {message}")
-                    return EXIT_USAGE if response.status_code == 422 else EXIT_RUN
+                    return ExitCode.USAGE if response.status_code == 422 else ExitCode.RUN
                 return _print_sse(response.iter_lines())
     except httpx.HTTPError:
         return None
@@ -213,51 +194,51 @@ def _print_sse(lines: Any) -> int:
             end = json.loads(sse.data)
             if sse.event == "error":
                 _error(end.get("message", "the run failed"))
-                return EXIT_RUN
-            return EXIT_OK if end.get("status") == "succeeded" else EXIT_RUN
+                return ExitCode.RUN
+            return ExitCode.OK if end.get("status") == "succeeded" else ExitCode.RUN
     _error("the stream from `flowctl up` ended without a final event")
-    return EXIT_RUN
+    return ExitCode.RUN
 
 
-async def _run(flow: Any, workflow: Any, inputs: dict[str, Any]) -> int:
-    from .engine.paths import state_dir_for
-    from .engine.scheduler import chunk_text, new_http_client, run_workflow
-    from .engine.supervisor import Supervisor
+async def _run(host: FlowHost, workflow_id: str, given: dict[str, Any]) -> int:
+    """One run in this process, through a `FlowHost` of its own that starts only the services
+    the workflow needs and stops them at the end."""
+    from .engine.host import PreparedRun
+    from .engine.runs import RunStatus
+    from .engine.scheduler import chunk_text
 
     task = asyncio.current_task()
+    run: PreparedRun | None = None
+
+    def on_sigterm() -> None:
+        if run is None or not run.record.interrupt(RunStatus.CANCELLED, "interrupted (SIGTERM)"):
+            task.cancel()  # still starting the services: stop that
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    supervisor = Supervisor(state_dir_for(flow.file))
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     out = sys.stdout
     wrote_any = False
     try:
-        await supervisor.start(flow, workflow.services)
-        lives = supervisor.lives(workflow.services)
-        async with new_http_client() as http:
-            chunks = run_workflow(flow, workflow, inputs, run_id=uuid.uuid4().hex[:12], http=http, service_outputs=supervisor.outputs)
-            try:
-                async for chunk in chunks:
-                    text = chunk_text(chunk)
-                    out.write(text)
-                    out.flush()
-                    wrote_any = True
-            finally:
-                await chunks.aclose()
-        supervisor.check_lived(lives)
+        await host.start(only=host.flow.workflows[workflow_id].services)
+        run = host.prepare(workflow_id, given)
+        async for chunk in host.stream(run):
+            out.write(chunk_text(chunk))
+            out.flush()
+            wrote_any = True
         if wrote_any:
             out.write("\n")
             out.flush()
-        return EXIT_OK
+        return ExitCode.OK if run.record.status is RunStatus.SUCCEEDED else ExitCode.INTERRUPTED
     except asyncio.CancelledError:
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except RunError as exc:
         if wrote_any:
             out.write("\n")
-        _error(await supervisor.explain(exc, workflow.services))
-        return EXIT_RUN
+        _error(str(exc))  # the host has said which service is down, if one is
+        return ExitCode.RUN
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
-        await asyncio.shield(supervisor.stop())
+        await asyncio.shield(host.stop(0))
 
 
 def _parse_inputs(input_json: str | None, pairs: list[str]) -> dict[str, Any]:
@@ -285,15 +266,17 @@ def _parse_inputs(input_json: str | None, pairs: list[str]) -> dict[str, Any]:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from .server.serve import up
+    from .server.options import UpOptions
+    from .server.up import up
 
-    return up(args)
+    options = UpOptions(flow=args.flow, host=args.host, port=args.port, ui_port=args.ui_port, insecure=args.insecure, reload=not args.no_reload, detach=args.detach)
+    return up(options)
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from .server.serve import down
+    from .server.down import down
 
-    return down(args)
+    return down(args.flow, args.timeout)
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -313,7 +296,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         out = sys.stdout
         for raw in lines:
             out.write(raw.rstrip(b"\r\n").decode("utf-8", errors="replace") + "\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _last_lines(handle: Any, count: int, block: int = 64 * 1024) -> list[bytes]:

@@ -5,7 +5,7 @@ Two checks, because either alone misses cases:
 
 - a test bind on every address the node's host resolves to (`localhost` is 127.0.0.1 *and*
   ::1), which catches listeners on the same address and on the wildcard;
-- the kernel's table of listening sockets (`/proc/net/tcp`, `/proc/net/tcp6`), which also
+- the kernel's table of listening sockets (`proc.listeners`), which also
   catches a listener our probe would reach that a bind does not conflict with (a stale server
   on ::1 when the host is `localhost`, or an IPv6-only wildcard).
 
@@ -19,57 +19,9 @@ import errno
 import ipaddress
 import os
 import socket
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True)
-class Listener:
-    address: IPAddress
-    port: int
-    inode: str
-
-
-def listeners(port: int) -> list[Listener]:
-    """Sockets in LISTEN state on `port` (any address), from /proc; empty without procfs."""
-    found: list[Listener] = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != "0A":  # 0A: TCP_LISTEN
-                continue
-            hex_addr, _, hex_port = fields[1].rpartition(":")
-            if int(hex_port, 16) != port:
-                continue
-            address = _parse_proc_address(hex_addr)
-            if address is not None:
-                found.append(Listener(address, port, fields[9]))
-    return found
-
-
-def _parse_proc_address(hex_addr: str) -> IPAddress | None:
-    # /proc prints each 32-bit word in host byte order
-    try:
-        raw = bytes.fromhex(hex_addr)
-    except ValueError:
-        return None
-    if sys.byteorder == "little":
-        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    try:
-        address = ipaddress.ip_address(raw)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
+from . import proc
+from .proc import IPAddress, Listener
 
 def host_addresses(host: str, port: int = 0) -> list[IPAddress]:
     """The addresses `host` stands for (a name may resolve to several); [] if it does not resolve."""
@@ -115,7 +67,7 @@ def _bind_conflict(address: IPAddress, port: int) -> bool:
 
 def conflicting_listeners(host: str, port: int) -> list[Listener]:
     ours = host_addresses(host, port)
-    return [lst for lst in listeners(port) if any(_overlaps(addr, lst.address) for addr in ours)]
+    return [lst for lst in proc.listeners(port) if any(_overlaps(addr, lst.address) for addr in ours)]
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -135,46 +87,13 @@ def port_conflict(host: str, port: int) -> str | None:
 def port_holders(port: int, host: str | None = None) -> list[int]:
     """Pids of processes holding a listening socket on `port` (restricted to the sockets that
     meet `host`'s addresses when given), when /proc lets us see them. Sorted, lowest first."""
-    found = conflicting_listeners(host, port) if host is not None else listeners(port)
-    if not found:
-        return []
-    targets = {f"socket:[{lst.inode}]" for lst in found}
-    pids: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in (entry / "fd").iterdir():
-                if os.readlink(fd) in targets:
-                    pids.append(int(entry.name))
-                    break
-        except OSError:
-            continue
-    return sorted(pids)
-
-
-def port_holder(port: int, host: str | None = None) -> int | None:
-    """The pid of a process listening on `port`, when /proc lets us see it."""
-    pids = port_holders(port, host)
-    return pids[0] if pids else None
+    return proc.socket_holders(conflicting_listeners(host, port) if host is not None else proc.listeners(port))
 
 
 def command_line(pid: int, limit: int = 80) -> str:
-    try:
-        text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-    text = text or "?"
+    """`pid`'s command, shortened to `limit` characters, or `?`."""
+    text = proc.command_line(pid) or "?"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """When `pid` started, in clock ticks since boot (/proc/PID/stat field 22); None if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def describe_holder(port: int, host: str | None = None) -> str:
@@ -184,3 +103,29 @@ def describe_holder(port: int, host: str | None = None) -> str:
     shown = ", ".join(f"pid {pid} ({command_line(pid)})" for pid in pids[:3])
     more = f" and {len(pids) - 3} more" if len(pids) > 3 else ""
     return f"port {port} is already in use by {shown}{more}"
+
+
+def foreign_answerer(port: int, host: str, pgid: int, pid: int) -> str | None:
+    """A probe of host:port answered; is it our process group answering? A sentence naming the
+    processes when the listener predates our process `pid` (it won a race past the check
+    before the start), else None (ours, or /proc cannot tell)."""
+    holders = port_holders(port, host)
+    if not holders:
+        return None  # /proc does not tell us (or another network namespace, as with docker -p)
+    ours_started = proc.start_ticks(pid)
+    strangers = []
+    for holder in holders:
+        try:
+            if os.getpgid(holder) == pgid:
+                return None
+        except OSError:
+            continue
+        theirs_started = proc.start_ticks(holder)
+        if ours_started is not None and theirs_started is not None and theirs_started < ours_started:
+            strangers.append(holder)
+        else:
+            return None  # started after ours, e.g. a proxy our command set up: give it the benefit
+    if not strangers:
+        return None
+    shown = ", ".join(f"pid {stranger} ({command_line(stranger)})" for stranger in strangers[:3])
+    return f"port {port} is answered by {shown}, which is not this node's process"

@@ -34,9 +34,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
-# The watchdog runs with `python -I -S`: no site, no environment, starts in a few ms. It exits
+from .proc import group_members
+
+# The watchdog runs with `python -I -S`: no site, no environment, starts in a few ms (and so
+# carries its own copy of `proc.group_members`: it cannot import flowctl). It exits
 # once the group is gone; SIGTERM/SIGHUP make it clean up at once, as EOF does.
 _WATCHDOG = r"""
 import os, select, signal, sys, time
@@ -118,22 +120,6 @@ def describe_exit(code: int | None) -> str:
             name = f"signal {-code}"
         return f"was killed by {name}"
     return f"exited with code {code}"
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes in process group `pgid`, from /proc.
-    Raises OSError when /proc cannot be listed."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{name}/stat").read_bytes().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(name))
-    return members
 
 
 def pgid_alive(pgid: int) -> bool:

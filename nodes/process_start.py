@@ -1,16 +1,16 @@
 """process-start: launch a long-running server in its own process group and supervise it.
 
-Ready only when its readiness probe passes (an HTTP GET, or a POST with a JSON body such as a
-1-token generation, expecting 2xx or a given status; or a TCP connect), within a timeout; while
-it waits, a progress line with the process's latest output is logged every `readiness.progress`
-seconds. A port held by another process before the start is an error naming that process, never
-"ready". A process that exits before it
+Ready only when its readiness probe passes (`readiness.py`: an HTTP GET, or a POST with a JSON
+body such as a 1-token generation, expecting 2xx or a given status; or a TCP connect), within a
+timeout; while it waits, a progress line with the process's latest output is logged every
+`readiness.progress` seconds. A port held by another process before the start is an error
+naming that process, never "ready". A process that exits before it
 is ready fails the node at once with its exit code and last log lines. One that dies later
 is noticed at once (the owner hears of it through `on_change`, so runs in flight fail and
-`/ready` turns 503), and is restarted with exponential backoff per its `restart` policy.
+`/ready` turns 503), and is restarted as its `restart` policy decides (`restart.py`).
 
-Its output goes, line by line, to `<state dir>/logs/<node id>.log` (what `flowctl logs NODE`
-prints) and, prefixed with `[<node id>]`, to the console.
+Its output goes, line by line, to its log (`process_log.py`: `<state dir>/logs/<node id>.log`,
+what `flowctl logs NODE` prints) and, prefixed with `[<node id>]`, to the console.
 
     llm:
       type: process-start
@@ -25,88 +25,23 @@ prints) and, prefixed with `[<node id>]`, to the console.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
-import datetime
+import dataclasses
 import os
 import time
-from collections import deque
 from pathlib import Path
-from typing import IO, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..engine.errors import ServiceError
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
-from .ports import command_line, port_conflict, port_holders, process_start_ticks
+from .ports import foreign_answerer, port_conflict
 from .process_group import ProcessGroup, describe_exit
-
-#: a log file larger than this (in characters written, about bytes) is moved aside to
-#: `<node>.log.1` (replacing the one before), at start and while the process runs
-LOG_ROTATE_BYTES = 20 * 1024 * 1024
-
-
-class ReadinessSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: HTTP path probed with GET, e.g. /v1/models; `tcp: true` probes a TCP connect instead
-    http: str | None = None
-    #: POST sends `body` as JSON: a probe that asks for a 1-token generation is passed only by
-    #: a server that can generate, not by one that has merely loaded
-    method: Literal["GET", "POST"] = "GET"
-    body: dict[str, Any] | list[Any] | None = None
-    #: seconds one probe may take (a generation takes longer than a GET)
-    request_timeout: float = Field(default=2.0, gt=0)
-    #: expected HTTP status; default any 2xx
-    status: int | None = None
-    tcp: bool = False
-    #: seconds to wait for readiness before failing the node
-    timeout: float = Field(default=600.0, gt=0)
-    #: seconds between probes
-    interval: float = Field(default=0.25, gt=0)
-    #: seconds between progress lines (with the process's latest output) while waiting
-    progress: float = Field(default=5.0, gt=0)
-
-    @field_validator("http")
-    @classmethod
-    def _leading_slash(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            value = "/" + value
-        return value
-
-    @model_validator(mode="after")
-    def _body_needs_post(self) -> ReadinessSpec:
-        if self.body is not None and self.method != "POST":
-            raise ValueError("a readiness `body` is sent with `method: POST`; add it")
-        if self.method != "GET" and not self.http:
-            raise ValueError(f"`method: {self.method}` needs an `http:` path to send it to")
-        return self
-
-
-RestartPolicy = Literal["never", "on-failure", "always"]
-
-
-class RestartSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: `on-failure` restarts after a non-zero exit or a signal, `always` after any exit
-    policy: RestartPolicy = "on-failure"
-    #: restarts in a row before giving up (the count resets once a process stays up `reset_after`)
-    max_restarts: int = Field(default=5, ge=0)
-    #: first backoff in seconds, doubled after each restart in a row
-    backoff: float = Field(default=1.0, ge=0)
-    max_backoff: float = Field(default=30.0, ge=0)
-    #: seconds a process must stay up for its failures to be forgotten
-    reset_after: float = Field(default=60.0, ge=0)
-
-
-def _restart_schema(schema: dict[str, Any]) -> None:
-    # `restart: on-failure` is short for `restart: {policy: on-failure}`
-    ref = {key: value for key, value in schema.items() if key not in ("default", "description", "title")}
-    for key in ref:
-        del schema[key]
-    schema["anyOf"] = [ref, {"enum": ["never", "on-failure", "always"], "type": "string"}]
+from .process_log import ProcessLog
+from .readiness import ReadinessSpec, describe_probe, probe, url_host
+from .restart import RestartSpec, decide, restart_schema
 
 
 class ProcessStartSpec(NodeSpecBase):
@@ -122,7 +57,7 @@ class ProcessStartSpec(NodeSpecBase):
     port: int | None = Field(default=None, ge=1, le=65535)
     readiness: ReadinessSpec = ReadinessSpec()
     #: `never`, `on-failure` or `always`, or a mapping with the policy, limit and backoff
-    restart: RestartSpec = Field(default=RestartSpec(), json_schema_extra=_restart_schema)
+    restart: RestartSpec = Field(default=RestartSpec(), json_schema_extra=restart_schema)
     #: seconds between SIGTERM and SIGKILL when stopping the process group
     stop_timeout: float = Field(default=10.0, ge=0)
 
@@ -135,9 +70,9 @@ class ProcessStartSpec(NodeSpecBase):
 
     @model_validator(mode="after")
     def _probe_needs_port(self) -> ProcessStartSpec:
-        if (self.readiness.http or self.readiness.tcp) and self.port is None:
+        if self.readiness.probes and self.port is None:
             raise ValueError("a readiness probe needs `port:`")
-        if self.port is not None and not self.readiness.http and not self.readiness.tcp:
+        if self.port is not None and not self.readiness.probes:
             object.__setattr__(self, "readiness", self.readiness.model_copy(update={"tcp": True}))
         return self
 
@@ -148,12 +83,9 @@ class ProcessStartNode:
         self._status = ServiceStatus()
         self._group: ProcessGroup | None = None
         self._ctx: ServiceContext | None = None
-        self._tail: deque[str] = deque(maxlen=30)
+        self._log = ProcessLog()
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
-        self._log_file: IO[str] | None = None
-        self._log_path: Path | None = None
-        self._log_size = 0
         self._reported_exit: int | None = None  # the pid whose exit was reported last
 
     @property
@@ -179,11 +111,11 @@ class ProcessStartNode:
     async def start(self, ctx: ServiceContext) -> dict[str, Any]:
         self._ctx = ctx
         self._stopping = False
-        self._open_log(ctx)
+        self._log.open(ctx.state_dir / "logs" / f"{ctx.node_id}.log")
         try:
             await self._launch_until_ready(ctx)
         except BaseException:
-            self._close_log()
+            self._log.close()
             raise
         self._watcher = asyncio.create_task(self._supervise(ctx), name=f"supervise:{ctx.node_id}")
         return self.output
@@ -191,7 +123,7 @@ class ProcessStartNode:
     @property
     def output(self) -> dict[str, Any]:
         spec = self.spec
-        url = f"http://{_url_host(spec.host)}:{spec.port}" if spec.port else None
+        url = f"http://{url_host(spec.host)}:{spec.port}" if spec.port else None
         return {"pid": self._group.pid if self._group else None, "host": spec.host, "port": spec.port, "url": url}
 
     @property
@@ -238,7 +170,7 @@ class ProcessStartNode:
                 self._reported_exit = group.pid
                 self._record(f"stopped pid {group.pid}: {describe_exit(code)}")
                 self._ctx.log(f"[{self._ctx.node_id}] stopped pid {group.pid}: {describe_exit(code)}")
-        self._close_log()
+        self._log.close()
         if self._status.state is not ServiceState.FAILED:
             self._status.state = ServiceState.STOPPED
             self._status.reason = None
@@ -255,7 +187,7 @@ class ProcessStartNode:
                 self._record(held)
                 raise ServiceError(ctx.node_id, held, hint="stop that process or give this node another `port:`")
         self._set(ServiceState.STARTING, "starting")
-        self._tail.clear()
+        self._log.tail.clear()
         resolved = ctx.resolved
         command = resolved["command"]
         argv = ["bash", "-c", command] if isinstance(command, str) else [str(a) for a in command]
@@ -294,9 +226,9 @@ class ProcessStartNode:
         ctx.log(f"[{ctx.node_id}] ready ({time.monotonic() - started:.1f}s)")
 
     async def _wait_ready(self, ctx: ServiceContext, group: ProcessGroup) -> None:
-        probe = self.spec.readiness
+        probe_spec = self.spec.readiness
         started = time.monotonic()
-        deadline = started + probe.timeout
+        deadline = started + probe_spec.timeout
         last_progress = started
         exited = asyncio.ensure_future(group.process.wait())
         try:
@@ -308,23 +240,22 @@ class ProcessStartNode:
                         reason = f"{describe_exit(group.returncode)} before it was ready"
                         self._set(ServiceState.FAILED, reason)
                         self._status.last_exit = reason
-                        last = "\n".join(list(self._tail)[-10:]) or "(no output)"
                         self._record(reason)
-                        raise ServiceError(ctx.node_id, f"{reason}; last output:\n{last}")
-                    if await self._probe(client) and group.peek_exit() is False:
+                        raise ServiceError(ctx.node_id, f"{reason}; last output:\n{self._log.last(10)}")
+                    if await probe(probe_spec, self.spec.host, self.spec.port, client) and group.peek_exit() is False:
                         self._check_owner(ctx, group)
                         return
                     now = time.monotonic()
                     if now >= deadline:
-                        reason = f"not ready after {probe.timeout:g}s ({self._probe_text()})"
+                        reason = f"not ready after {probe_spec.timeout:g}s ({self._probe_text()})"
                         self._set(ServiceState.FAILED, reason)
                         self._record(reason)
                         raise ServiceError(ctx.node_id, f"{reason}; last output: {self._latest()}", hint="raise `readiness.timeout`, or see `flowctl logs " + ctx.node_id + "`")
-                    if now - last_progress >= probe.progress:
+                    if now - last_progress >= probe_spec.progress:
                         last_progress = now
-                        ctx.log(f"[{ctx.node_id}] waiting for {self._probe_text()} ({now - started:.0f}s of {probe.timeout:g}s): {self._latest()[:160]}")
+                        ctx.log(f"[{ctx.node_id}] waiting for {self._probe_text()} ({now - started:.0f}s of {probe_spec.timeout:g}s): {self._latest()[:160]}")
                     # wake early when the process exits, else probe again after the interval
-                    await asyncio.wait({exited}, timeout=min(probe.interval, max(deadline - now, 0.01)))
+                    await asyncio.wait({exited}, timeout=min(probe_spec.interval, max(deadline - now, 0.01)))
         finally:
             if not exited.done():
                 exited.cancel()
@@ -332,65 +263,16 @@ class ProcessStartNode:
     def _check_owner(self, ctx: ServiceContext, group: ProcessGroup) -> None:
         """The probe answered, but is it our process answering? A listener that was there
         before our process started (it won a race past the pre-check) is not ours."""
-        port = self.spec.port
-        if port is None:
+        if self.spec.port is None:
             return
-        holders = port_holders(port, self.spec.host)
-        if not holders:
-            return  # /proc does not tell us (or another network namespace, as with docker -p)
-        ours_started = process_start_ticks(group.pid)
-        strangers = []
-        for pid in holders:
-            try:
-                if os.getpgid(pid) == group.pgid:
-                    return
-            except OSError:
-                continue
-            theirs_started = process_start_ticks(pid)
-            if ours_started is not None and theirs_started is not None and theirs_started < ours_started:
-                strangers.append(pid)
-            else:
-                return  # started after ours, e.g. a proxy our command set up: give it the benefit
-        if strangers:
-            shown = ", ".join(f"pid {pid} ({command_line(pid)})" for pid in strangers[:3])
-            reason = f"port {port} is answered by {shown}, which is not this node's process"
+        reason = foreign_answerer(self.spec.port, self.spec.host, group.pgid, group.pid)
+        if reason is not None:
             self._set(ServiceState.FAILED, reason)
             self._record(reason)
             raise ServiceError(ctx.node_id, reason, hint="stop that process or give this node another `port:`")
 
     def _probe_text(self) -> str:
-        spec = self.spec
-        host = _url_host(_probe_host(spec.host))
-        if spec.readiness.http:
-            expected = f" = {spec.readiness.status}" if spec.readiness.status is not None else ""
-            return f"{spec.readiness.method} http://{host}:{spec.port}{spec.readiness.http}{expected}"
-        if spec.readiness.tcp:
-            return f"TCP {host}:{spec.port}"
-        return "process start"
-
-    async def _probe(self, client: httpx.AsyncClient) -> bool:
-        spec = self.spec
-        probe = spec.readiness
-        host = _probe_host(spec.host)
-        if probe.http:
-            try:
-                url = f"http://{_url_host(host)}:{spec.port}{probe.http}"
-                response = await client.request(probe.method, url, json=probe.body, timeout=probe.request_timeout)
-            except httpx.HTTPError:
-                return False
-            if probe.status is not None:
-                return response.status_code == probe.status
-            return 200 <= response.status_code < 300
-        if probe.tcp:
-            try:
-                _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, spec.port), timeout=2.0)
-            except (OSError, TimeoutError):
-                return False
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            return True
-        return True
+        return describe_probe(self.spec.readiness, self.spec.host, self.spec.port)
 
     # -- liveness and restart ----------------------------------------------------------------
 
@@ -407,8 +289,7 @@ class ProcessStartNode:
             self._notify(ctx)
 
     async def _supervise_loop(self, ctx: ServiceContext) -> None:
-        restart = self.spec.restart
-        failures = 0
+        failures = 0  # restarts in a row
         while not self._stopping:
             group = self._group
             if group is None:
@@ -417,6 +298,7 @@ class ProcessStartNode:
             code = await group.process.wait()
             if self._stopping:
                 return
+            uptime = time.monotonic() - up_since
             # tell the owner first, at once: runs in flight fail, /ready turns 503
             reason = describe_exit(code)
             self._set(ServiceState.FAILED, reason)
@@ -425,29 +307,27 @@ class ProcessStartNode:
             await group.drain_output(0.2)  # its last words, when they come at once
             self._report_exit(ctx, group, reason)
             await group.stop(min(self.spec.stop_timeout, 1.0))  # what the leader left behind goes too
-            if restart.policy == "never" or (restart.policy == "on-failure" and code == 0):
-                return
-            if time.monotonic() - up_since >= restart.reset_after:
-                failures = 0
             while not self._stopping:
-                if failures >= restart.max_restarts:
+                decision = decide(self.spec.restart, failures=failures, exit_code=code, uptime=uptime)
+                if decision.gave_up:
                     given_up = f"{reason}; gave up after {failures} restarts"
                     self._set(ServiceState.FAILED, given_up)
                     self._record(given_up)
                     ctx.log(f"[{ctx.node_id}] {given_up}")
                     self._notify(ctx)
+                if not decision.restart:
                     return
-                delay = min(restart.backoff * (2**failures), restart.max_backoff)
-                failures += 1
-                self._set(ServiceState.RESTARTING, f"{reason}; restart {failures} of {restart.max_restarts} in {delay:g}s")
+                failures = decision.failures
+                self._set(ServiceState.RESTARTING, f"{reason}; restart {failures} of {self.spec.restart.max_restarts} in {decision.delay:g}s")
                 self._status.restarts += 1
                 self._notify(ctx)
-                await asyncio.sleep(delay)  # the backoff itself; stop() cancels it
+                await asyncio.sleep(decision.delay)  # the backoff itself; stop() cancels it
                 try:
                     await self._launch_until_ready(ctx)
                 except ServiceError as exc:
                     reason = exc.message.removeprefix(f"service '{ctx.node_id}': ").splitlines()[0]
                     ctx.log(f"[{ctx.node_id}] restart failed: {reason}")
+                    uptime = 0.0  # a restart that never got ready was up for no time
                     continue
                 self._notify(ctx)
                 break
@@ -458,7 +338,7 @@ class ProcessStartNode:
         if self._reported_exit == group.pid:
             return
         self._reported_exit = group.pid
-        last = self._tail[-1] if self._tail else "-"
+        last = self._log.tail[-1] if self._log.tail else "-"
         self._record(f"{reason}; last output: {last}")
         ctx.log(f"[{ctx.node_id}] {reason}; last output: {last}")
 
@@ -476,12 +356,11 @@ class ProcessStartNode:
         self._status.pid = self._group.pid if alive and state is not ServiceState.FAILED else None
 
     def _latest(self) -> str:
-        return self._status.last_log or (self._tail[-1] if self._tail else "no output yet")
+        return self._status.last_log or (self._log.tail[-1] if self._log.tail else "no output yet")
 
     def _on_line(self, line: str) -> None:
-        self._tail.append(line)
+        self._log.line(line)
         self._status.last_log = line
-        self._write_log(line)
         if self._ctx is not None:
             self._ctx.log(f"[{self._ctx.node_id}] {line}")
 
@@ -491,59 +370,4 @@ class ProcessStartNode:
 
     def _record(self, event: str) -> None:
         """A supervision event, in the node's log file beside the process's own lines."""
-        stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        self._write_log(f"[flowctl {stamp}] {event}")
-
-    def _write_log(self, line: str) -> None:
-        if self._log_file is not None:
-            with contextlib.suppress(ValueError, OSError):
-                self._log_file.write(line + "\n")
-                self._log_size += len(line) + 1
-                if self._log_size > LOG_ROTATE_BYTES:
-                    self._rotate_log()
-
-    def _open_log(self, ctx: ServiceContext) -> None:
-        self._close_log()
-        log_dir = ctx.state_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self._log_path = log_dir / f"{ctx.node_id}.log"
-        with contextlib.suppress(OSError):
-            if self._log_path.stat().st_size > LOG_ROTATE_BYTES:
-                self._log_path.replace(self._log_path.with_name(self._log_path.name + ".1"))
-        self._reopen_log()
-
-    def _rotate_log(self) -> None:
-        """A chatty server's log moves aside while it runs, not only at the next start."""
-        path = self._log_path
-        if path is None:
-            return
-        self._close_log()
-        with contextlib.suppress(OSError):
-            path.replace(path.with_name(path.name + ".1"))
-        self._reopen_log()
-
-    def _reopen_log(self) -> None:
-        assert self._log_path is not None
-        self._log_file = open(self._log_path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
-        self._log_size = self._log_file.tell()
-
-    def _close_log(self) -> None:
-        log_file, self._log_file = self._log_file, None
-        if log_file is not None:
-            with contextlib.suppress(OSError):
-                log_file.close()
-
-
-def _probe_host(host: str) -> str:
-    """Where to probe a server bound to `host`: the wildcard is reached on loopback."""
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "::1"
-    return host
-
-
-def _url_host(host: str) -> str:
-    host = host.strip("[]")
-    return f"[{host}]" if ":" in host else host
+        self._log.event(event)

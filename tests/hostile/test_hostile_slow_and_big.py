@@ -19,7 +19,7 @@ from flowctl.cli import main as flowctl_main
 from flowctl.engine.flow import load_flow_text
 from flowctl.engine.host import FlowHost
 from flowctl.engine.paths import state_dir_for
-from flowctl.nodes import process_start
+from flowctl.nodes import process_log
 from flowctl.server.streaming import OutputStore, run_in_background
 from support.fake import expected_text
 from support.flowctl_up import fake_flow_yaml
@@ -77,7 +77,7 @@ def test_slow_request_heads_and_bodies_are_cut_off(flowctl_up) -> None:
 
 async def test_a_chatty_process_log_rotates_while_it_runs(tmp_path: Path, monkeypatch) -> None:
     limit = 64 * 1024
-    monkeypatch.setattr(process_start, "LOG_ROTATE_BYTES", limit)
+    monkeypatch.setattr(process_log, "LOG_ROTATE_BYTES", limit)
     chatty = "import sys, time\nfor i in range(40000): print('line', i, 'x' * 60)\nprint('all' + ' written', flush=True); time.sleep(300)"
     text = f"""
 nodes:

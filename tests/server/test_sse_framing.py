@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from argparse import Namespace
 
 import pytest
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from flowctl.server.serve import PidFile, check_bind, is_loopback, resolve_settings
+from flowctl.server.bind import check_bind, is_loopback
+from flowctl.server.options import UpOptions, resolve_settings
+from flowctl.server.pidfile import PidFile
 from flowctl.server.sse import KEEP_ALIVE, done_event, encode_chunk, error_event
 from flowctl.engine.spec import ServerSpec
 
@@ -64,9 +65,9 @@ def test_loopback_and_the_api_key_rule() -> None:
 
 def test_command_line_overrides_the_flow() -> None:
     server = ServerSpec(host="127.0.0.1", port=9000, ui_port=9001, base_path="/x", drain_timeout=3)
-    plain = resolve_settings(server, Namespace(host=None, port=None, ui_port=None))
+    plain = resolve_settings(server, UpOptions(flow="f.yml"))
     assert (plain.host, plain.port, plain.ui_port, plain.base_path, plain.drain_timeout) == ("127.0.0.1", 9000, 9001, "/x", 3)
-    over = resolve_settings(server, Namespace(host="0.0.0.0", port=1234, ui_port=0))
+    over = resolve_settings(server, UpOptions(flow="f.yml", host="0.0.0.0", port=1234, ui_port=0))
     assert (over.host, over.port, over.ui_port) == ("0.0.0.0", 1234, None)
     assert over.url(1234, "/x") == "http://127.0.0.1:1234/x"
 

@@ -58,7 +58,7 @@ async def test_log_file_spans_restarts_and_is_closed_on_stop(managed) -> None:
     second = node.status.pid
     await node.stop()
     assert node.status.state is ServiceState.STOPPED
-    assert node.node._log_file is None, "the log file is closed on stop"
+    assert node.node._log.closed, "the log file is closed on stop"
     text = node.node.log_path.read_text()
     assert f"started pid {first}" in text and f"started pid {second}" in text
     assert "was killed by SIGKILL" in text

@@ -1,0 +1,61 @@
+"""Where `flowctl up` listens: the loopback rule, and binding its sockets before anything starts.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0")
+    (True, False)
+    >>> check_bind("0.0.0.0", api_key=None, insecure=False) is not None   # refused: no key
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None, insecure: bool) -> str | None:
+    """Why binding `host` is refused, or None."""
+    if is_loopback(host) or api_key or insecure:
+        return None
+    return f"refusing to serve on {host} without an API key: set FLOWCTL_API_KEY (clients send `Authorization: Bearer <key>`) or pass --insecure"
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind (not yet listen: connections are refused until we serve) so the port is ours
+    before the services start. OSError when it is taken."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.set_inheritable(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def url_for(host: str, port: int, path: str = "") -> str:
+    """The URL a client uses for a server bound to host:port (the wildcard is reached on
+    loopback)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}{path}"
+
+
+__all__ = ["bind_socket", "check_bind", "is_loopback", "url_for"]
