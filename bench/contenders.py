@@ -154,7 +154,7 @@ class Proc:
         self.argv = argv
         self.log = log
         self.stop_signal = stop_signal
-        self._logf = open(log, "ab")  # noqa: SIM115
+        self._logf = open(log, "ab")
         self.spawned = time.perf_counter()
         self.popen = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
                                       stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,

@@ -32,8 +32,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import contenders as C  # noqa: E402
-import loadgen  # noqa: E402
+import contenders as C
+import loadgen
 
 
 async def measure(targets: list[loadgen.Target], concurrency: int, requests: int, rounds: int, tokens: int, up: C.Contender) -> dict[str, Any]:

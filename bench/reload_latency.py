@@ -19,7 +19,6 @@ logs (read + parse + validate + compile + swap [+ restarts], after the debounce 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -34,6 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from support.flows import chat_nodes, chat_url, server_node  # noqa: E402
 from support.procs import free_port  # noqa: E402
 
 FAKE = REPO / "tests" / "servers" / "fake_vllm.py"
@@ -42,32 +42,12 @@ RELOADED = "flowctl: reloaded "
 
 def flow_yaml(port: int, word: str, tokens: int = 4) -> str:
     argv = [sys.executable, str(FAKE), "--port", str(port), "--quiet", "--tokens", str(tokens)]
-    return f"""\
-version: 1
-name: reload-bench
-nodes:
-  llm:
-    type: process-start
-    command: {json.dumps(argv)}
-    port: {port}
-    readiness: {{http: /v1/models, timeout: 30, interval: 0.02}}
-    restart: {{policy: never}}
-    stop_timeout: 5
-  chat:
-    type: http-stream
-    needs: [llm]
-    url: http://127.0.0.1:{port}/v1/chat/completions
-    body:
-      model: qwen2-7b-instruct
-      messages: [{{role: user, content: "echo: {word} ${{input.prompt}}"}}]
-      stream: true
-    output: ${{response[].choices[0].delta.content}}
-  reply:
-    type: sse-sink
-    source: ${{nodes.chat.output as stream/text}}
-workflows:
-  chat: {{output: reply, default: true}}
-"""
+    return (
+        "version: 1\nname: reload-bench\nnodes:\n"
+        + server_node("llm", argv, port, readiness_timeout=30, interval=0.02, stop_timeout=5)
+        + chat_nodes(chat_url(port), needs="llm", content=f"echo: {word} ${{input.prompt}}")
+        + "workflows:\n  chat: {output: reply, default: true}\n"
+    )
 
 
 def save(path: Path, text: str, style: str) -> None:

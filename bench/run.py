@@ -41,8 +41,8 @@ from typing import Any, Self
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import contenders as C
-import loadgen as L
+import contenders as C  # noqa: E402
+import loadgen as L  # noqa: E402
 
 ROOT = C.ROOT
 MC_VENV = HERE / ".venv-mc"

@@ -208,6 +208,7 @@ async def _run(host: FlowHost, workflow_id: str, given: dict[str, Any]) -> int:
     from .engine.scheduler import chunk_text
 
     task = asyncio.current_task()
+    assert task is not None
     run: PreparedRun | None = None
 
     def on_sigterm() -> None:

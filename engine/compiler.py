@@ -34,7 +34,7 @@ class _Compiler:
         self.spec = located.spec
         self.errors: list[FlowError] = []
 
-    def error(self, message: str, path: tuple, *, hint: str | None = None, key: bool = False) -> None:
+    def error(self, message: str, path: tuple[Any, ...], *, hint: str | None = None, key: bool = False) -> None:
         self.errors.append(FlowError(message, location=self.located.locate(path, key=key), hint=hint))
 
     def compile(self) -> CompiledFlow:
@@ -112,7 +112,7 @@ class _Compiler:
         else:
             self.error(f"'{ref.dotted}' cannot be used here", path)
 
-    def _unknown_node(self, name: str, path: tuple) -> None:
+    def _unknown_node(self, name: str, path: tuple[Any, ...]) -> None:
         match = difflib.get_close_matches(name, list(self.spec.nodes), n=1, cutoff=0.5)
         hint = f"did you mean '{match[0]}'?" if match else "known nodes: " + ", ".join(self.spec.nodes)
         self.error(f"unknown node '{name}'", path, hint=hint)
@@ -143,8 +143,8 @@ class _Compiler:
             sinks = [n for n, node in nodes.items() if node.spec.is_sink]
             specs = {n: WorkflowSpec(output=n) for n in sinks}
         if not specs:
-            sinks = " or ".join(name for name, (cls, _) in NODE_TYPES.items() if cls.is_sink)
-            self.error("this flow has no workflow", (), hint=f"add an {sinks} node, or a `workflows:` entry naming an output node")
+            sink_types = " or ".join(name for name, (cls, _) in NODE_TYPES.items() if cls.is_sink)
+            self.error("this flow has no workflow", (), hint=f"add an {sink_types} node, or a `workflows:` entry naming an output node")
             return {}
         result = {}
         for workflow_id, workflow in specs.items():
@@ -199,7 +199,7 @@ class _Compiler:
             default=workflow.default,
         )
 
-    def _streamed_nodes(self, run_nodes: Iterable[str], nodes: dict[str, CompiledNode], where: tuple) -> frozenset[str]:
+    def _streamed_nodes(self, run_nodes: Iterable[str], nodes: dict[str, CompiledNode], where: tuple[Any, ...]) -> frozenset[str]:
         readers: dict[str, list[str]] = {}
         for node_id in run_nodes:
             for up in nodes[node_id].stream_inputs:
@@ -210,7 +210,7 @@ class _Compiler:
                 self.error(f"the stream of node '{up}' is read by more than one node ({', '.join(consumers + other)})", ("nodes", up), key=True, hint="a stream can be read once")
         return frozenset(readers)
 
-    def _inputs(self, workflow: WorkflowSpec, references: list[Reference], where: tuple) -> dict[str, InferredInput]:
+    def _inputs(self, workflow: WorkflowSpec, references: list[Reference], where: tuple[Any, ...]) -> dict[str, InferredInput]:
         try:
             inferred = infer_inputs(references)
         except TemplateError as exc:

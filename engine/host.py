@@ -22,7 +22,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,7 +189,7 @@ class FlowHost:
         self._remember(record)
         return PreparedRun(record=record, flow=flow, workflow=workflow, inputs=inputs)
 
-    async def stream(self, run: PreparedRun) -> AsyncIterator[Any]:
+    async def stream(self, run: PreparedRun) -> AsyncGenerator[Any, None]:
         """Run it, yielding output chunks. Waits for a concurrency slot first (Busy when the
         queue is full). Ends normally when interrupted with a status other than failed
         (`cancel`); raises RunError when a node fails or a service it needs goes down."""

@@ -203,7 +203,7 @@ def _position(node: Any) -> tuple[int, int]:
         return 1, 1
 
 
-def _plain(node: Any, path: PathKey, values: dict, keys: dict) -> Any:
+def _plain(node: Any, path: PathKey, values: dict[PathKey, tuple[int, int]], keys: dict[PathKey, tuple[int, int]]) -> Any:
     """Convert ruamel containers to dict/list, recording 1-based positions on the way."""
     if isinstance(node, CommentedMap):
         result: dict[str, Any] = {}

@@ -126,14 +126,14 @@ class _Watcher:
                 task.cancel()
             waits: list[asyncio.Future[Any]] = [t for t, _ in self.applying]
             waits.append(producer if producer is not None else first)
-            for task in waits:
+            for waiting in waits:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                    await waiting
             if producer is None:
                 await changes.aclose()
             self.applying.clear()
 
-    async def _produce(self, changes: AsyncGenerator[set[tuple[watchfiles.Change, str]], None], first: asyncio.Future[set]) -> None:
+    async def _produce(self, changes: AsyncGenerator[set[tuple[watchfiles.Change, str]], None], first: asyncio.Future[set[tuple[watchfiles.Change, str]]]) -> None:
         try:
             batch = await first
             while True:

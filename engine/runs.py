@@ -75,11 +75,6 @@ class RunRecord:
     def time_to_first_chunk(self) -> float | None:
         return None if self.first_chunk_mono is None else self.first_chunk_mono - self.started_mono
 
-    @property
-    def interrupted(self) -> bool:
-        """True once `interrupt` has been called (the run ends with the status it gave)."""
-        return self._stop_reason is not None
-
     def interrupt(self, status: RunStatus, reason: str | None) -> bool:
         """Stop the run from outside (cancel, a service died, shutdown). The consuming task is
         cancelled and turns that into this status. False if the run is already over."""

@@ -171,7 +171,7 @@ class EnvSetupNode:
             raise ServiceError(ctx.node_id, f"`{_shown(argv)}` {describe_exit(code)}; last output:\n{excerpt}")
 
 
-def _spec_digest(spec: EnvSetupSpec, resolved: dict[str, Any]) -> str:
+def _spec_digest(spec: EnvSetupSpec, resolved: Mapping[str, Any]) -> str:
     material = {
         "python": os.path.realpath(shutil.which(spec.python) or spec.python),  # .venv/bin/python and python3 are one interpreter
         "packages": resolved.get("packages"),

@@ -23,6 +23,7 @@ import socket
 from . import proc
 from .proc import IPAddress, Listener
 
+
 def host_addresses(host: str, port: int = 0) -> list[IPAddress]:
     """The addresses `host` stands for (a name may resolve to several); [] if it does not resolve."""
     host = host.strip("[]")
@@ -37,7 +38,7 @@ def host_addresses(host: str, port: int = 0) -> list[IPAddress]:
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         with contextlib.suppress(ValueError):
-            address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if address not in addresses:
                 addresses.append(address)
     return addresses

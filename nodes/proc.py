@@ -84,6 +84,20 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def group_alive(pgid: int) -> bool:
+    """True while any non-zombie process of group `pgid` exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return bool(group_members(pgid))
+    except OSError:
+        return True  # no /proc: trust kill(0), zombies included
+
+
 # -- sockets ------------------------------------------------------------------------------------
 
 
@@ -156,4 +170,4 @@ def socket_holders(found: list[Listener]) -> list[int]:
     return sorted(pids)
 
 
-__all__ = ["Listener", "alive", "command_line", "group_members", "listeners", "socket_holders", "start_ticks"]
+__all__ = ["Listener", "alive", "command_line", "group_alive", "group_members", "listeners", "socket_holders", "start_ticks"]

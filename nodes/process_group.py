@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from .proc import group_members
+from .proc import group_alive, group_members
 
 # The watchdog runs with `python -I -S`: no site, no environment, starts in a few ms (and so
 # carries its own copy of `proc.group_members`: it cannot import flowctl). It exits
@@ -120,20 +120,6 @@ def describe_exit(code: int | None) -> str:
             name = f"signal {-code}"
         return f"was killed by {name}"
     return f"exited with code {code}"
-
-
-def pgid_alive(pgid: int) -> bool:
-    """True while any non-zombie process of group `pgid` exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return bool(group_members(pgid))
-    except OSError:
-        return True  # no /proc: trust kill(0), zombies included
 
 
 class ProcessGroup:
@@ -280,7 +266,7 @@ class ProcessGroup:
 
     def group_alive(self) -> bool:
         """True while any member of the group, the leader included, is alive (not a zombie)."""
-        return pgid_alive(self.pgid)
+        return group_alive(self.pgid)
 
     def members(self) -> list[int]:
         try:

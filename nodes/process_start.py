@@ -352,8 +352,9 @@ class ProcessStartNode:
     def _set(self, state: ServiceState, reason: str | None) -> None:
         self._status.state = state
         self._status.reason = reason
-        alive = self._group is not None and self._group.returncode is None
-        self._status.pid = self._group.pid if alive and state is not ServiceState.FAILED else None
+        group = self._group
+        alive = group is not None and group.returncode is None
+        self._status.pid = group.pid if group is not None and alive and state is not ServiceState.FAILED else None
 
     def _latest(self) -> str:
         return self._status.last_log or (self._log.tail[-1] if self._log.tail else "no output yet")

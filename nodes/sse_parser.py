@@ -16,7 +16,7 @@ class SseEvent:
 def iter_sse_events(lines: Iterable[str]) -> Iterator[SseEvent]:
     """Events with their names from `lines` (already split, without line endings): what a
     client of flowctl's own stream needs (`message` chunks, then `done` or `error`)."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     for line in lines:
         if not line:
             if data:

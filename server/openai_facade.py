@@ -34,13 +34,13 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from json.encoder import encode_basestring  # type: ignore[attr-defined]  # C-accelerated
+from json.encoder import encode_basestring  # C-accelerated
 from typing import Any
 
 from litestar import Request, Router, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..engine.errors import BadRequest, FlowctlError, InputError, ModelNotFound, RunCancelled, RunFailed, TemplateError
@@ -51,7 +51,7 @@ from ..engine.scheduler import chunk_text
 from .errors import log_refused, openai_error_body, retry_headers
 from .request_json import load_json_body
 from .routes_api import ServerContext
-from .streaming import RunResponse
+from .streaming import JSONAnswer, RunResponse
 
 #: request fields that fill workflow inputs of the same name when the request has them
 SAMPLING_FIELDS = ("temperature", "max_tokens", "top_p", "stop")
@@ -85,22 +85,6 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1)
-
-
-class JSONAnswer:
-    """A tiny ASGI app answering one JSON body (so handlers can return either this or a run)."""
-
-    __slots__ = ("status", "payload", "headers")
-
-    def __init__(self, status: int, body: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        self.status = status
-        self.payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        self.headers = headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.payload)).encode()), *self.headers]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.payload, "more_body": False})
 
 
 def error_answer(exc: BaseException) -> JSONAnswer:
@@ -269,7 +253,7 @@ def _unfinished(record: RunRecord) -> FlowctlError:
     return RunFailed(record.error or "the run failed")
 
 
-def completion_renderer(model: str):  # noqa: ANN201 - streaming.Render
+def completion_renderer(model: str):
     """`RunResponse`'s render hook: a collected run as one `chat.completion`."""
 
     def render(record: RunRecord, output: Any, error: BaseException | None) -> tuple[int, Any]:

@@ -33,11 +33,11 @@ except ImportError:  # older ones infer them from the signature
         def __class_getitem__(cls, item: Any) -> Any:
             return item
 
-    NamedDependency = FromPath = FromQuery = _Inferred  # type: ignore[assignment,misc]
+    NamedDependency = FromPath = FromQuery = _Inferred  # type: ignore[assignment,misc,unused-ignore]
 
+from ..engine.errors import BadRequest, RunNotFound, WorkflowNotFound
 from ..engine.export import to_json, to_mermaid
 from ..engine.graph import CompiledWorkflow
-from ..engine.errors import BadRequest, RunNotFound, WorkflowNotFound
 from ..engine.host import FlowHost
 from .request_json import load_json_body
 from .streaming import OutputStore, RunResponse

@@ -27,11 +27,11 @@ from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 from litestar.types import ASGIApp
 
-from ..engine.runs import RunRecord, RunStatus
 from ..engine.errors import BadRequest, RunNotFound
+from ..engine.runs import RunRecord, RunStatus
 from .errors import describe
 from .routes_api import FromPath, FromQuery, NamedDependency, ServerContext, input_of, read_json_object, wants_sse
-from .streaming import RunResponse, run_in_background
+from .streaming import JSONAnswer, RunResponse, run_in_background
 
 #: what model-compose clients send for "the default workflow"
 DEFAULT_WORKFLOW_ALIAS = "__default__"
@@ -96,7 +96,7 @@ async def run_workflow(ctx: NamedDependency[ServerContext], request: Request[Any
     run = ctx.host.prepare(workflow_id, input_of(body))
     if not wait:
         run_in_background(ctx.host, run, ctx.outputs, ctx.background)
-        return Response(task_result(run.record), status_code=202)
+        return JSONAnswer(202, task_result(run.record))
     if output_only:
         sse = run.workflow.streams and wants_sse(request)
         return RunResponse(ctx.host, run, sse=sse, keepalive=ctx.keepalive, render=_render_output)

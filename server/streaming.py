@@ -106,6 +106,22 @@ class SseFraming:
         return done_event(record.id, record.status.value, chunks, record.elapsed_ms)
 
 
+class JSONAnswer:
+    """A tiny ASGI app answering one JSON body (so a handler can return either this or a run)."""
+
+    __slots__ = ("headers", "payload", "status")
+
+    def __init__(self, status: int, body: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        self.status = status
+        self.payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.payload)).encode()), *self.headers]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.payload, "more_body": False})
+
+
 class OutputStore:
     """Outputs of runs that ran with nobody listening, for `GET /runs/{id}`: the newest `keep`
     of them, and `max_bytes` of text at most (oldest dropped first). One run may collect
@@ -175,7 +191,7 @@ class RunResponse:
             if self.sse:
                 await self._stream(send)
             else:
-                await self._collect(send)
+                await self._collect(scope, receive, send)
         finally:
             watcher.cancel()
 
@@ -232,7 +248,7 @@ class RunResponse:
         finally:
             await stream.aclose()
 
-    async def _collect(self, send: Send) -> None:
+    async def _collect(self, scope: Scope, receive: Receive, send: Send) -> None:
         record = self.run.record
         stream = self.host.stream(self.run)
         values: list[Any] = []
@@ -258,15 +274,7 @@ class RunResponse:
             status, body = self.render(record, output, error)
         except Exception as exc:
             status, body, _ = describe(exc)
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *self.headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        await JSONAnswer(status, body, self.headers)(scope, receive, send)
 
     # -- the watcher -------------------------------------------------------------------------
 
@@ -318,4 +326,4 @@ def run_in_background(host: FlowHost, run: PreparedRun, outputs: OutputStore, ta
     return task
 
 
-__all__ = ["Framing", "OutputStore", "RunResponse", "SseFraming", "collect_output", "render_native", "run_in_background"]
+__all__ = ["Framing", "JSONAnswer", "OutputStore", "RunResponse", "SseFraming", "collect_output", "render_native", "run_in_background"]

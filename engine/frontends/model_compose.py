@@ -64,7 +64,7 @@ class _Lowering:
                 self.error(f"write either `{one}:` or `{many}:`, not both", (*base, one), key=True)
             value, where = data[many], (*base, many)
             if isinstance(value, dict):
-                items = [(str(k), (*where, k), v) for k, v in value.items()]
+                items: list[tuple[str | None, PathKey, Any]] = [(str(k), (*where, k), v) for k, v in value.items()]
             elif isinstance(value, list):
                 items = [(None, (*where, i), v) for i, v in enumerate(value)]
             else:

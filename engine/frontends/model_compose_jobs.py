@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..loader import PathKey
 from . import model_compose_keys as keys
-from .model_compose_output import OutputSyntaxError, parse_output
+from .model_compose_output import OutputExpr, OutputSyntaxError, parse_output
 
 if TYPE_CHECKING:
     from .model_compose import _Lowering
@@ -227,22 +227,23 @@ def _output(lw: _Lowering, http_id: str, job_id: str | None, job_path: PathKey, 
     """The workflow's output node: an sse-sink over the http-stream node for a stream, else the
     http-stream node itself (with a `${output.path}` folded into its `output:`)."""
     node = lw.nodes[http_id]
-    candidates = []
+    candidates: list[tuple[OutputExpr, PathKey]] = []
     for value, path in ([(job["output"], (*job_path, "output"))] if "output" in job else []) + ([workflow_output] if workflow_output else []):
         try:
-            expr = parse_output(value)
+            parsed = parse_output(value)
         except OutputSyntaxError as exc:
             lw.error(str(exc), path)
             return None
-        if expr.job is not None and expr.job != job_id:
-            lw.error(f"unknown job '{expr.job}'", path, hint=f"this workflow's job is '{job_id}'" if job_id else "give the job an `id:`")
+        if parsed.job is not None and parsed.job != job_id:
+            lw.error(f"unknown job '{parsed.job}'", path, hint=f"this workflow's job is '{job_id}'" if job_id else "give the job an `id:`")
             return None
-        candidates.append((expr, path))
+        candidates.append((parsed, path))
     chosen = [c for c in candidates if not c[0].is_identity] or candidates[:1]
     if len(chosen) > 1:
         lw.error("the job's and the workflow's `output:` both transform the result; flowctl supports one", chosen[1][1])
         return None
-    expr, expr_path = chosen[0] if chosen else (None, job_path)
+    expr: OutputExpr | None = chosen[0][0] if chosen else None
+    expr_path = chosen[0][1] if chosen else job_path
     streaming = node["stream_format"] is not None
     action_output = "output" in node
     if expr is not None and expr.stream is None and not streaming:

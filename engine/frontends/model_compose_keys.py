@@ -19,7 +19,7 @@ HttpServerActionConfig / HttpClientActionConfig, WorkflowConfig, ComponentJobCon
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ class Section:
     def known(self) -> list[str]:
         return sorted(self.supported | self.unsupported | set(self.noop) | self.ignored)
 
-    def with_keys(self, supported: set[str] = frozenset(), unsupported: set[str] = frozenset()) -> Section:
+    def with_keys(self, supported: Set[str] = frozenset(), unsupported: Set[str] = frozenset()) -> Section:
         return Section(self.supported | supported, self.unsupported | unsupported, self.noop, self.ignored, self.noop_not_default)
 
 

@@ -66,7 +66,7 @@ def _flow_error(lowered: LoweredDocument, error: Any) -> FlowError:
     return FlowError(f"{message[0].lower()}{message[1:]}{where}", location=lowered.locate(path))
 
 
-def _data_path(data: Any, loc: tuple) -> tuple:
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """pydantic's `loc` with the union/discriminator tags it inserts dropped."""
     path: list[Any] = []
     current = data
@@ -89,7 +89,7 @@ def _is_tag(item: str) -> bool:
     return item in NODE_TYPES or "[" in item or item in {"str", "int", "float", "bool", "dict", "list"}
 
 
-def _describe(path: tuple, data: Any) -> str:
+def _describe(path: tuple[Any, ...], data: Any) -> str:
     if len(path) >= 2 and path[0] == "nodes":
         node = data.get("nodes", {}).get(path[1]) if isinstance(data, dict) else None
         node_type = node.get("type") if isinstance(node, dict) else None
@@ -101,14 +101,14 @@ def _describe(path: tuple, data: Any) -> str:
     return ""
 
 
-def _allowed_keys(path: tuple, data: Any) -> list[str]:
+def _allowed_keys(path: tuple[Any, ...], data: Any) -> list[str]:
     model = _model_at(path, data)
     if model is None:
         return []
     return [name for name, field in model.model_fields.items()]
 
 
-def _model_at(path: tuple, data: Any) -> type[BaseModel] | None:
+def _model_at(path: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
     """The pydantic model that validates the mapping at `path`, for did-you-mean hints."""
     if path and path[0] == "nodes" and len(path) >= 2:
         node = data.get("nodes", {}).get(path[1]) if isinstance(data, dict) else None

@@ -65,7 +65,7 @@ def to_text(value: Any) -> str:
     `str()`, None as `null`, dicts and lists as compact JSON."""
     cls = value.__class__
     if cls is str:
-        return value
+        return value  # type: ignore[no-any-return]  # (its class was just checked)
     if cls is bool:
         return "true" if value else "false"
     if cls is int or cls is float:
@@ -95,10 +95,10 @@ def _text(value: Any, path: str) -> str:
 def _number(value: Any, path: str) -> int | float:
     cls = value.__class__
     if cls is int:
-        return value
+        return value  # type: ignore[no-any-return]  # (its class was just checked)
     if cls is float:
         if math.isfinite(value):
-            return value
+            return value  # type: ignore[no-any-return]
     elif isinstance(value, str):
         text = value.strip()
         if _NUMBER.fullmatch(text):
@@ -111,7 +111,7 @@ def _number(value: Any, path: str) -> int | float:
 def _integer(value: Any, path: str) -> int:
     cls = value.__class__
     if cls is int:
-        return value
+        return value  # type: ignore[no-any-return]  # (its class was just checked)
     if cls is float:
         if value.is_integer():
             return int(value)

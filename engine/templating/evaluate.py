@@ -250,7 +250,7 @@ class Template:
         out: list[str] = []
         for p in self._pieces:
             if p.__class__ is str:
-                out.append(p)  # type: ignore[arg-type]
+                out.append(p)
                 continue
             value = p(scope, MISSING)  # type: ignore[operator]
             if value is MISSING:

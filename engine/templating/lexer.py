@@ -11,7 +11,7 @@ the closing `}`), because a default is YAML, not template syntax.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,7 +78,7 @@ def _unclosed(text: str, open_at: int) -> TemplateError:
     return _error("unclosed '${'", text, open_at, "end it with '}', or write '$${' for a literal '${'")
 
 
-def _expression(text: str, i: int, open_at: int) -> Iterator[Token]:
+def _expression(text: str, i: int, open_at: int) -> Generator[Token, None, int]:
     """Tokens of one expression, from just after `${` through its `}`; returns the index after it."""
     n = len(text)
     while True:

@@ -62,6 +62,11 @@ class _Parser:
 
     # -- token plumbing ---------------------------------------------------------------
 
+    def at(self, kind: str) -> bool:
+        """Is the current token of `kind`? (A call, so a type checker does not carry an
+        earlier test of `self.tok` past an `advance()`.)"""
+        return self.tok.kind == kind
+
     def advance(self) -> Token:
         token = self.tok
         if self.ahead is not None:
@@ -155,7 +160,7 @@ class _Parser:
                 )
             else:
                 raise self.error(f"expected an index or a quoted key after '[', found {_describe(token)}", token.start)
-            if self.tok.kind != "RBRACKET":
+            if not self.at("RBRACKET"):
                 raise self.error(f"expected ']', found {_describe(self.tok)}", self.tok.start)
             self.advance()
         return path
@@ -173,7 +178,7 @@ class _Parser:
             )
         self.advance()
         name = token.value
-        if self.tok.kind == "SLASH" and not self.tok.space_before:
+        if self.at("SLASH") and not self.tok.space_before:
             self.advance()
             part = self.tok
             if part.kind != "NAME" or part.space_before:

@@ -106,9 +106,9 @@ def _compile(value: Any, at: ValuePath, templates: list[tuple[ValuePath, Templat
         keys = list(value.keys())
         nodes = [_compile(value[k], (*at, k), templates) for k in keys]
         if all(isinstance(n, _Static) for n in nodes):
-            unchanged = all(n.value is value[k] for k, n in zip(keys, nodes))  # type: ignore[union-attr]
-            return _Static(value if unchanged else dict(zip(keys, (n.value for n in nodes))))  # type: ignore
-        items = tuple((k, n.value, None) if isinstance(n, _Static) else (k, None, n) for k, n in zip(keys, nodes))
+            unchanged = all(n.value is value[k] for k, n in zip(keys, nodes, strict=True))  # type: ignore[union-attr]
+            return _Static(value if unchanged else dict(zip(keys, (n.value for n in nodes), strict=True)))  # type: ignore
+        items = tuple((k, n.value, None) if isinstance(n, _Static) else (k, None, n) for k, n in zip(keys, nodes, strict=True))
 
         def render_dict(scope: Mapping[str, Any]) -> dict[Any, Any]:
             return {k: (v if r is None else r(scope)) for k, v, r in items}
@@ -118,7 +118,7 @@ def _compile(value: Any, at: ValuePath, templates: list[tuple[ValuePath, Templat
         nodes = [_compile(item, (*at, i), templates) for i, item in enumerate(value)]
         if all(isinstance(n, _Static) for n in nodes):
             unchanged = isinstance(value, list) and all(
-                n.value is item for item, n in zip(value, nodes)  # type: ignore[union-attr]
+                n.value is item for item, n in zip(value, nodes, strict=True)  # type: ignore[union-attr]
             )
             return _Static(value if unchanged else [n.value for n in nodes])  # type: ignore[union-attr]
         entries = tuple((n.value, None) if isinstance(n, _Static) else (None, n) for n in nodes)

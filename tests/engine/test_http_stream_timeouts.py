@@ -9,6 +9,7 @@ import time
 
 import pytest
 from support.fake import expected_tokens
+from support.flows import chat_nodes
 
 from flowctl.engine.errors import UpstreamError
 from flowctl.engine.flow import load_flow_text
@@ -16,18 +17,7 @@ from flowctl.engine.scheduler import new_http_client, run_workflow
 
 
 def flow_for(url: str, first_byte: float, idle: float) -> str:
-    return f"""
-nodes:
-  chat:
-    type: http-stream
-    url: {url}/v1/chat/completions
-    body: {{model: qwen2-7b-instruct, stream: true, messages: [{{role: user, content: hi}}]}}
-    output: ${{response[].choices[0].delta.content}}
-    timeout: {{connect: 2, first_byte: {first_byte}, idle: {idle}}}
-  reply:
-    type: sse-sink
-    source: ${{nodes.chat.output as stream/text}}
-"""
+    return "nodes:\n" + chat_nodes(f"{url}/v1/chat/completions", content="hi", timeout={"connect": 2, "first_byte": first_byte, "idle": idle})
 
 
 async def collect(url: str, *, first_byte: float, idle: float, pause: float = 0.0) -> list[str]:

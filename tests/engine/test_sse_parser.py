@@ -43,7 +43,7 @@ async def test_bytes_reader_split_anywhere() -> None:
     rng = random.Random(7)
     for _ in range(300):
         cuts = sorted(rng.sample(range(1, len(STREAM)), rng.randint(1, 12)))
-        pieces = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)])]
+        pieces = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)], strict=True)]
         assert await _collect(iter_sse_data_bytes(_aiter(pieces))) == EXPECTED, pieces
 
 

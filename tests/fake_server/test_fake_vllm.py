@@ -11,7 +11,6 @@ import subprocess
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
-
 from support.fake import DEFAULT_MODEL, DIE_EXIT_CODE, expected_text, expected_tokens
 from support.paths import FAKE_VLLM, PYTHON
 from support.procs import cpu_seconds, free_port, pid_alive, port_in_use

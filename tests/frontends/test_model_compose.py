@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.paths import FAKE_VLLM, PYTHON, REPO_ROOT
+from support.procs import free_port
 
 from flowctl.engine.errors import FlowError
 from flowctl.engine.flow import load_flow, load_flow_text
 from flowctl.engine.frontends import to_flow_spec
 from flowctl.engine.loader import load_file, load_text
-from support.paths import FAKE_VLLM, PYTHON, REPO_ROOT
-from support.procs import free_port
 
 SEED = REPO_ROOT / "flows" / "vllm_chat.model-compose.yml"
 NATIVE = REPO_ROOT / "flows" / "vllm_chat.yml"

@@ -12,16 +12,16 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.fake import expected_tokens
+from support.flowctl_up import UpHandle, fake_flow_yaml
+from support.procs import free_port
+from support.waiting import async_wait_until, wait_until
 
 from flowctl.engine.errors import FlowError
 from flowctl.engine.flow import load_flow_text
 from flowctl.engine.host import FlowHost
 from flowctl.engine.runs import RunRecord, RunStatus
 from flowctl.server.metrics import FlowMetrics
-from support.fake import expected_tokens
-from support.flowctl_up import UpHandle, fake_flow_yaml
-from support.procs import free_port
-from support.waiting import async_wait_until, wait_until
 
 Samples = dict[tuple[str, frozenset], float]
 

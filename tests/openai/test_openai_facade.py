@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from support.fake import echo_tokens, expected_text, expected_tokens
 from support.flowctl_up import UpHandle, fake_flow_yaml
 from support.paths import FAKE_VLLM, PYTHON

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import connect_sse
-
 from support.fake import expected_text, fake_vllm_argv
 from support.flowctl_up import UpHandle, fake_flow_yaml, wait_ready_200
 from support.paths import PYTHON, REPO_ROOT

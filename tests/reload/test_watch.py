@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support.flows import chat_nodes, chat_url, server_node
+from support.paths import FAKE_VLLM
+from support.procs import free_port, pid_alive
+from support.waiting import async_wait_until
 
 from flowctl.engine.errors import ServiceError
 from flowctl.engine.flow import load_flow, load_flow_text
 from flowctl.engine.host import FlowHost
 from flowctl.engine.reload import watch_flow
-from support.fake import DEFAULT_MODEL
-from support.paths import FAKE_VLLM
-from support.procs import free_port, pid_alive
-from support.waiting import async_wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -50,63 +50,19 @@ def flow_yaml(
     echoes `word` `words` times, then the prompt."""
     echo = " ".join([word] * words)
 
-    def argv(port: int, args: tuple[str, ...]) -> str:
-        return repr([PY, str(FAKE_VLLM), "--port", str(port), "--quiet", *args]).replace("'", '"')
+    def argv(port: int, args: tuple[str, ...]) -> list[str]:
+        return [PY, str(FAKE_VLLM), "--port", str(port), "--quiet", *args]
 
     setup_cmd = repr([PY, "-c", f"open({str(marker)!r}, 'a').write('{setup_tag}\\n')"])
-    return f"""\
-version: 1
-name: reload-test
-nodes:
-  fake:
-    type: process-start
-    description: the first fake server
-    command: {argv(ports[0], fake_args)}
-    port: {ports[0]}
-    readiness: {{http: /v1/models, timeout: {fake_timeout}, interval: 0.05}}
-    restart: {{policy: never}}
-    stop_timeout: 3
-  setup:
-    type: env-setup
-    venv: false
-    commands: [{setup_cmd}]
-  other:
-    type: process-start
-    needs: [setup]
-    command: {argv(ports[1], other_args)}
-    port: {ports[1]}
-    readiness: {{http: /v1/models, timeout: 20, interval: 0.05}}
-    restart: {{policy: never}}
-    stop_timeout: 3
-  chat:
-    type: http-stream
-    needs: [fake]
-    url: http://127.0.0.1:{ports[0]}/v1/chat/completions
-    headers: {{x-fake-token-delay-ms: "{delay_ms}"}}
-    body:
-      model: {DEFAULT_MODEL}
-      messages: [{{role: user, content: "echo: {echo} ${{input.prompt | p}}"}}]
-      stream: true
-    output: ${{response[].choices[0].delta.content}}
-  reply:
-    type: sse-sink
-    source: ${{nodes.chat.output as stream/text}}
-  chat_b:
-    type: http-stream
-    needs: [other]
-    url: http://127.0.0.1:{ports[1]}/v1/chat/completions
-    body:
-      model: {DEFAULT_MODEL}
-      messages: [{{role: user, content: "echo: b ${{input.prompt | p}}"}}]
-      stream: true
-    output: ${{response[].choices[0].delta.content}}
-  reply_b:
-    type: sse-sink
-    source: ${{nodes.chat_b.output as stream/text}}
-{extra}workflows:
-  a: {{output: reply, default: true}}
-  b: {{output: reply_b}}
-"""
+    return (
+        "version: 1\nname: reload-test\nnodes:\n"
+        + server_node("fake", argv(ports[0], fake_args), ports[0], description="the first fake server", readiness_timeout=fake_timeout, interval=0.05)
+        + f"  setup:\n    type: env-setup\n    venv: false\n    commands: [{setup_cmd}]\n"
+        + server_node("other", argv(ports[1], other_args), ports[1], needs=["setup"], interval=0.05)
+        + chat_nodes(chat_url(ports[0]), needs="fake", content=f"echo: {echo} ${{input.prompt | p}}", headers={"x-fake-token-delay-ms": str(delay_ms)})
+        + chat_nodes(chat_url(ports[1]), needs="other", chat="chat_b", reply="reply_b", content="echo: b ${input.prompt | p}")
+        + f"{extra}workflows:\n  a: {{output: reply, default: true}}\n  b: {{output: reply_b}}\n"
+    )
 
 
 @dataclass

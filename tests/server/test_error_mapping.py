@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from support.flowctl_up import fake_flow_yaml
+from support.procs import free_port
 
 from flowctl.engine.flow import load_flow_text
 from flowctl.engine.host import FlowHost
 from flowctl.server.app import create_app
 from flowctl.server.errors import describe
-from support.flowctl_up import fake_flow_yaml
-from support.procs import free_port
 
 
 @pytest.fixture
@@ -75,8 +75,7 @@ def test_a_bug_mid_stream_ends_it_with_an_error_event(client: TestClient[Any], h
 
 
 def test_describe_covers_the_tree() -> None:
-    from flowctl.engine.errors import FlowctlError, InputError, RunError, ServiceError, UpstreamError
-    from flowctl.engine.errors import Busy, ShuttingDown, WorkflowNotFound
+    from flowctl.engine.errors import Busy, FlowctlError, InputError, RunError, ServiceError, ShuttingDown, UpstreamError, WorkflowNotFound
 
     assert describe(InputError("t", "bad"))[:2] == (422, {"error": "input 't': bad", "field": "t"})
     assert describe(WorkflowNotFound("w", ["a"]))[0] == 404
@@ -88,3 +87,59 @@ def test_describe_covers_the_tree() -> None:
     assert describe(FlowctlError("x"))[:2] == (500, {"error": "x"})
     status, body, _ = describe(KeyError("secret"))
     assert status == 500 and body["error"] == "internal error" and "secret" not in json.dumps(body)
+
+
+def test_each_error_carries_its_meaning_for_http_and_the_shell() -> None:
+    from flowctl.engine.errors import (
+        BadRequest,
+        Busy,
+        ExitCode,
+        FlowError,
+        InputError,
+        ModelNotFound,
+        RunCancelled,
+        RunNotFound,
+        ServiceError,
+        ShuttingDown,
+        Unauthorized,
+        UpstreamError,
+        WorkflowNotFound,
+    )
+
+    table = [
+        (FlowError("bad"), 500, ExitCode.FLOW, None),
+        (InputError("t", "bad"), 422, ExitCode.USAGE, None),
+        (BadRequest("not JSON"), 400, ExitCode.USAGE, None),
+        (BadRequest("wrong", field="input", status=422), 422, ExitCode.USAGE, None),
+        (Unauthorized("missing API key"), 401, ExitCode.USAGE, None),
+        (WorkflowNotFound("w", []), 404, ExitCode.USAGE, None),
+        (RunNotFound("r"), 404, ExitCode.USAGE, None),
+        (Busy("full"), 429, ExitCode.RUN, "1"),
+        (ShuttingDown("bye"), 503, ExitCode.RUN, "5"),
+        (ServiceError("llm", "down"), 503, ExitCode.SERVICE, "5"),
+        (UpstreamError("chat", "502"), 502, ExitCode.RUN, None),
+        (RunCancelled("cancelled"), 499, ExitCode.INTERRUPTED, None),
+    ]
+    for error, status, exit_code, retry in table:
+        got_status, _, headers = describe(error)
+        assert (got_status, error.exit_code, headers.get("retry-after")) == (status, exit_code, retry), type(error).__name__
+    assert ModelNotFound("gpt", ["chat"]).status_code == 404 and "chat" in str(ModelNotFound("gpt", ["chat"]))
+
+
+def test_the_openai_body_is_built_from_the_same_attributes() -> None:
+    from litestar.exceptions import HTTPException
+
+    from flowctl.engine.errors import Busy, InputError, ModelNotFound, RunCancelled
+    from flowctl.server.errors import openai_error_body
+
+    assert openai_error_body(InputError("temperature", "not a number")) == (
+        400,  # OpenAI answers every invalid request with 400
+        {"error": {"message": "input 'temperature': not a number", "type": "invalid_request_error", "param": "temperature", "code": "invalid_input"}},
+    )
+    status, body = openai_error_body(ModelNotFound("gpt", ["chat"]))
+    assert status == 404 and body["error"]["param"] == "model" and body["error"]["code"] == "model_not_found"
+    assert openai_error_body(Busy("full"))[1]["error"]["type"] == "rate_limit_error"
+    assert openai_error_body(RunCancelled("gone"))[1]["error"] == {"message": "gone", "type": "server_error", "param": None, "code": "cancelled"}
+    assert openai_error_body(HTTPException(status_code=413, detail="too large"))[1]["error"]["code"] == "request_too_large"
+    status, body = openai_error_body(KeyError("secret"))
+    assert status == 500 and body["error"]["message"].startswith("internal error (id ") and "secret" not in json.dumps(body)

@@ -9,7 +9,6 @@ import sys
 
 import httpx
 from httpx_sse import connect_sse
-
 from support.fake import expected_text
 from support.flowctl_up import fake_flow_yaml
 from support.paths import REPO_ROOT

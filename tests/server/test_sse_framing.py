@@ -10,11 +10,11 @@ import sys
 import pytest
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
+from flowctl.engine.spec import ServerSpec
 from flowctl.server.bind import check_bind, is_loopback
 from flowctl.server.options import UpOptions, resolve_settings
 from flowctl.server.pidfile import PidFile
 from flowctl.server.sse import KEEP_ALIVE, done_event, encode_chunk, error_event
-from flowctl.engine.spec import ServerSpec
 
 
 def decode(raw: bytes) -> list:

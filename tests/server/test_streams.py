@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
-
 from support.fake import expected_tokens
 from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
 from support.procs import free_port

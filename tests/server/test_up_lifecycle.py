@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 from httpx_sse import connect_sse
-
 from support.fake import expected_text, expected_tokens
 from support.flowctl_up import fake_flow_yaml, wait_port_free, wait_ready_200
 from support.paths import REPO_ROOT

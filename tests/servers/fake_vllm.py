@@ -200,7 +200,7 @@ class Behaviour:
     omit_end: bool = False
 
     @classmethod
-    def for_request(cls, cfg: Config, headers: dict[str, str]) -> "Behaviour":
+    def for_request(cls, cfg: Config, headers: dict[str, str]) -> Behaviour:
         def num(name: str, default: Any) -> Any:
             raw = headers.get("x-fake-" + name)
             if raw is None or raw.strip() == "":
@@ -699,7 +699,7 @@ class FakeVLLM:
             try:
                 await asyncio.wait_for(self.stopping.wait(), cfg.startup_delay_ms / 1000.0)
                 return  # told to stop while starting
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if cfg.exit_before_ready is not None:
             self.log(f"fake-vllm: exiting before ready with code {cfg.exit_before_ready}")

@@ -11,7 +11,6 @@ kills whatever is left, pass or fail.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import signal
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support.flows import chat_nodes, chat_url, server_node
 from support.waiting import async_wait_until, wait_until
 
 from flowctl.nodes.base import ServiceContext, ServiceState, ServiceStatus
@@ -203,38 +203,12 @@ def chat_flow_yaml(
 ) -> str:
     """A native chat flow whose service `llm` runs `command` (the fake vLLM server, or a
     `bash -c` wrapper around it) on `port`, restarted per `restart` after `backoff` seconds."""
-    env_line = f"    env: {json.dumps(env)}\n" if env else ""
-    return f"""\
-version: 1
-name: supervision-test
-nodes:
-  llm:
-    type: process-start
-    command: {json.dumps(command)}
-{env_line}    port: {port}
-    readiness: {{http: /v1/models, timeout: {readiness_timeout}, interval: 0.02}}
-    restart: {{policy: {restart}, backoff: {backoff}}}
-    stop_timeout: {stop_timeout}
-  chat:
-    type: http-stream
-    needs: [llm]
-    url: http://127.0.0.1:{port}/v1/chat/completions
-    body:
-      model: qwen2-7b-instruct
-      messages:
-        - role: user
-          content: ${{input.prompt}}
-      stream: true
-    stream_format: json
-    output: ${{response[].choices[0].delta.content}}
-  reply:
-    type: sse-sink
-    source: ${{nodes.chat.output as stream/text}}
-workflows:
-  chat:
-    output: reply
-    default: true
-"""
+    return (
+        "version: 1\nname: supervision-test\nnodes:\n"
+        + server_node("llm", command, port, env=env, readiness_timeout=readiness_timeout, interval=0.02, restart=restart, backoff=backoff, stop_timeout=stop_timeout)
+        + chat_nodes(chat_url(port), needs="llm")
+        + "workflows:\n  chat:\n    output: reply\n    default: true\n"
+    )
 
 
 def bash_wrapped(argv: list[str]) -> str:

@@ -163,7 +163,7 @@ async def test_stop_during_a_restart_that_is_not_ready_yet(managed, mark, tmp_pa
     slow.touch()
     first = node.status.pid
     os.kill(first, signal.SIGKILL)
-    await async_wait_until(lambda: node.status.state is ServiceState.STARTING and any("starting up" in l for l in node.rec.lines), timeout=10)
+    await async_wait_until(lambda: node.status.state is ServiceState.STARTING and any("starting up" in line for line in node.rec.lines), timeout=10)
     started = time.monotonic()
     await node.stop()
     assert time.monotonic() - started < 3
@@ -252,7 +252,7 @@ def test_up_reports_the_dead_service_fails_runs_and_recovers(flowctl_up, mark) -
             assert next(events)[0] == "message"
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
-            for name, data in events:
+            for name, data in events:  # noqa: B007  (read after the loop)
                 if name != "message":
                     break
             elapsed = time.monotonic() - killed_at

@@ -148,7 +148,7 @@ async def test_progress_lines_carry_the_latest_output(managed, tmp_path: Path) -
     task = asyncio.ensure_future(node.start())
     try:
         line = await async_wait_until(
-            lambda: next((l for l in node.rec.lines if "waiting for GET" in l and "Downloading:  55%" in l), None),
+            lambda: next((line for line in node.rec.lines if "waiting for GET" in line and "Downloading:  55%" in line), None),
             timeout=10,
             message=lambda: node.rec.text(),
         )

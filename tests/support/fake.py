@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import httpx
-
 from servers.fake_vllm import (  # noqa: F401  (re-exported for tests)
     DEFAULT_MODEL,
     DIE_EXIT_CODE,
@@ -26,6 +26,7 @@ from servers.fake_vllm import (  # noqa: F401  (re-exported for tests)
     expected_text,
     expected_tokens,
 )
+
 from support.paths import FAKE_VLLM, PYTHON
 from support.procs import free_port, kill_process_group, pid_alive
 from support.waiting import wait_until

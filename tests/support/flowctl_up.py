@@ -24,26 +24,22 @@ are idempotent. The ``flowctl_up`` fixture (tests/conftest.py) is a factory over
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from support.fake import fake_vllm_argv
+from support.flows import chat_nodes, chat_url, server_node
+from support.flows import q as _q
 from support.paths import PYTHON, REPO_ROOT
 from support.procs import free_port, kill_process_group, term_when_parent_dies
 from support.waiting import wait_until
-
-
-def _q(value: Any) -> str:
-    """A YAML scalar: JSON is valid YAML, and quotes keep `${...}` and numbers as written."""
-    return json.dumps(value)
 
 
 def fake_flow_yaml(
@@ -68,45 +64,16 @@ def fake_flow_yaml(
     if server:
         lines.append("server:")
         lines += [f"  {key}: {_q(value)}" for key, value in server.items()]
-    lines += [
-        "nodes:",
-        "  llm:",
-        "    type: process-start",
-        "    command:",
-        *[f"      - {_q(arg)}" for arg in argv],
-        f"    port: {port}",
-        "    readiness:",
-        "      http: /v1/models",
-        f"      timeout: {readiness_timeout}",
-        "      interval: 0.05",
-        "    restart:",
-        f"      policy: {restart}",
-        f"    stop_timeout: {stop_timeout}",
-        "  chat:",
-        "    type: http-stream",
-        "    needs: [llm]",
-        f"    url: {_q(f'http://127.0.0.1:{port}/v1/chat/completions')}",
-        "    headers:",
-        f"      x-fake-tokens: {_q(_optional('tokens'))}",
-        f"      x-fake-token-delay-ms: {_q(_optional('delay_ms'))}",
-        f"      x-fake-fail-status: {_q(_optional('fail_status'))}",
-        "    body:",
-        "      model: qwen2-7b-instruct",
-        "      messages:",
-        "        - role: user",
-        f"          content: {_q('${input.prompt}')}",
-        f"      max_tokens: {_q('${input.max_tokens as integer | 512}')}",
-        f"      temperature: {_q('${input.temperature as number | 0.7}')}",
-        "      stream: true",
-        "    stream_format: json",
-        f"    output: {_q('${response[].choices[0].delta.content}')}",
-        "  reply:",
-        "    type: sse-sink",
-        f"    source: {_q('${nodes.chat.output as stream/text}')}",
+    lines.append("nodes:")
+    text = "\n".join(lines) + "\n"
+    text += server_node("llm", argv, port, readiness_timeout=readiness_timeout, interval=0.05, restart=restart, stop_timeout=stop_timeout)
+    fake_headers = {"x-fake-tokens": _optional("tokens"), "x-fake-token-delay-ms": _optional("delay_ms"), "x-fake-fail-status": _optional("fail_status")}
+    text += chat_nodes(chat_url(port), needs="llm", headers=fake_headers, sampling=True)
+    lines = [
         "  complete:",
         "    type: http-stream",
         "    needs: [llm]",
-        f"    url: {_q(f'http://127.0.0.1:{port}/v1/chat/completions')}",
+        f"    url: {_q(chat_url(port))}",
         "    body:",
         "      model: qwen2-7b-instruct",
         "      messages:",
@@ -127,7 +94,7 @@ def fake_flow_yaml(
         "    description: The whole reply at once",
         "    output: complete",
     ]
-    return "\n".join(lines) + "\n"
+    return text + "\n".join(lines) + "\n"
 
 
 def _optional(name: str) -> str:

@@ -1,50 +1,103 @@
-"""Native-form test flows whose managed process is the fake vLLM server."""
+"""The chat flow every test (and the reload benchmark) streams through, written once.
+
+A test flow is YAML text (tests edit and reload it as a user would), built from two parts:
+`server_node` (a process-start node running the fake vLLM server, or any command) and
+`chat_nodes` (an http-stream node posting an OpenAI chat request and reading each delta,
+plus an sse-sink over it). `native_chat_flow` puts them together as the seed's chat flow.
+Values are written as JSON, which is valid YAML and keeps `${...}` and numbers as written.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from support.fake import fake_vllm_argv
+from support.fake import DEFAULT_MODEL, fake_vllm_argv
+
+#: per-request sampling inputs, as the seed's flow maps them
+SAMPLING = {"max_tokens": "${input.max_tokens as integer | 512}", "temperature": "${input.temperature as number | 0.7}"}
+
+
+def q(value: Any) -> str:
+    """A YAML scalar (or flow collection) for `value`."""
+    return json.dumps(value)
+
+
+def server_node(
+    node_id: str,
+    command: Sequence[str] | str,
+    port: int,
+    *,
+    needs: Sequence[str] = (),
+    description: str | None = None,
+    env: Mapping[str, str] | None = None,
+    readiness_timeout: float = 20,
+    interval: float | None = None,
+    restart: str = "never",
+    backoff: float | None = None,
+    stop_timeout: float = 3,
+) -> str:
+    """A process-start node (YAML under `nodes:`) running `command` on `port`, ready when
+    `GET /v1/models` answers."""
+    readiness: dict[str, Any] = {"http": "/v1/models", "timeout": readiness_timeout}
+    if interval is not None:
+        readiness["interval"] = interval
+    policy: dict[str, Any] = {"policy": restart}
+    if backoff is not None:
+        policy["backoff"] = backoff
+    lines = [f"  {node_id}:", "    type: process-start"]
+    if description:
+        lines.append(f"    description: {q(description)}")
+    if needs:
+        lines.append(f"    needs: {q(list(needs))}")
+    lines.append(f"    command: {q(command if isinstance(command, str) else list(command))}")
+    if env:
+        lines.append(f"    env: {q(dict(env))}")
+    lines += [f"    port: {port}", f"    readiness: {q(readiness)}", f"    restart: {q(policy)}", f"    stop_timeout: {stop_timeout}"]
+    return "\n".join(lines) + "\n"
+
+
+def chat_nodes(
+    url: str,
+    *,
+    needs: str | None = None,
+    chat: str = "chat",
+    reply: str = "reply",
+    content: str = "${input.prompt}",
+    headers: Mapping[str, str] | None = None,
+    sampling: bool = False,
+    timeout: Mapping[str, float] | None = None,
+) -> str:
+    """The chat pair (YAML under `nodes:`): `chat` streams an OpenAI chat completion from
+    `url` (the user message is `content`), `reply` streams its text."""
+    lines = [f"  {chat}:", "    type: http-stream"]
+    if needs:
+        lines.append(f"    needs: [{needs}]")
+    lines.append(f"    url: {q(url)}")
+    if headers:
+        lines.append(f"    headers: {q(dict(headers))}")
+    # the body in block style, one line per value: tests edit it as text (the user message)
+    lines += ["    body:", f"      model: {DEFAULT_MODEL}", "      messages:", "        - role: user", f"          content: {q(content)}"]
+    if sampling:
+        lines += [f"      {name}: {q(value)}" for name, value in SAMPLING.items()]
+    lines += ["      stream: true", "    stream_format: json", f"    output: {q('${response[].choices[0].delta.content}')}"]
+    if timeout:
+        lines.append(f"    timeout: {q(dict(timeout))}")
+    lines += [f"  {reply}:", "    type: sse-sink", f"    source: {q('${nodes.' + chat + '.output as stream/text}')}"]
+    return "\n".join(lines) + "\n"
+
+
+def chat_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
 def native_chat_flow(port: int, *, fake: dict[str, Any] | None = None, restart: str = "never", extra_node_yaml: str = "") -> str:
     """The seed's chat flow in native form, with the fake server as its process-start node."""
-    argv = json.dumps(fake_vllm_argv(port, **(fake or {})))
-    return f"""\
-version: 1
-name: test-chat
-nodes:
-  model-server:
-    type: process-start
-    command: {argv}
-    port: {port}
-    readiness: {{http: /v1/models, timeout: 20}}
-    restart: {{policy: {restart}, backoff: 0.2}}
-    stop_timeout: 3
-  chat:
-    type: http-stream
-    needs: [model-server]
-    url: http://127.0.0.1:{port}/v1/chat/completions
-    headers: {{Content-Type: application/json}}
-    body:
-      model: qwen2-7b-instruct
-      messages:
-        - role: user
-          content: ${{input.prompt}}
-      max_tokens: ${{input.max_tokens as integer | 512}}
-      temperature: ${{input.temperature as number | 0.7}}
-      stream: true
-    stream_format: json
-    output: ${{response[].choices[0].delta.content}}
-    timeout: {{connect: 5, first_byte: 20, idle: 20}}
-  reply:
-    type: sse-sink
-    source: ${{nodes.chat.output as stream/text}}
-{extra_node_yaml}
-workflows:
-  chat:
-    title: Chat
-    output: reply
-    default: true
-"""
+    return (
+        "version: 1\nname: test-chat\nnodes:\n"
+        + server_node("model-server", fake_vllm_argv(port, **(fake or {})), port, restart=restart, backoff=0.2)
+        + chat_nodes(chat_url(port), needs="model-server", headers={"Content-Type": "application/json"}, sampling=True, timeout={"connect": 5, "first_byte": 20, "idle": 20})
+        + (extra_node_yaml + "\n" if extra_node_yaml else "")
+        + "workflows:\n  chat:\n    title: Chat\n    output: reply\n    default: true\n"
+    )

@@ -9,6 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from flowctl.nodes.proc import alive as pid_alive  # noqa: F401  (re-exported: non-zombie, as the tests need)
 
 _handed_out: set[int] = set()
 _rng = random.Random()
@@ -40,22 +41,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1.0)
         return s.connect_ex((host, port)) == 0
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie (Linux: zombies count as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs, or it vanished in between: trust kill(0)
-    # The state is the field after the parenthesised command name (which may hold spaces).
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def pgid_alive(pgid: int) -> bool:
@@ -104,5 +89,5 @@ def term_when_parent_dies() -> None:
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; elsewhere the teardown does the job
+    except Exception:
         pass

@@ -162,7 +162,7 @@ async def test_closing_before_the_first_chunk_still_closes_the_inner() -> None:
     closed: list[bool] = []
 
     class Inner:
-        def __aiter__(self) -> "Inner":
+        def __aiter__(self) -> Inner:
             return self
 
         async def __anext__(self) -> str:

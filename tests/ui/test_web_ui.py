@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
 from support.procs import free_port
 
