@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,6 +291,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     if not log.is_file():
         raise InputError("node", f"no log for '{node}' at {log}", hint="the node must be a process-start node that has run")
     with open(log, "rb") as handle:
+        lines: Iterable[bytes]
         if args.lines > 0:
             lines = _last_lines(handle, args.lines)
         else:

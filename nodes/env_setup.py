@@ -35,7 +35,6 @@ from ..engine.errors import ServiceError
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
 from .process_group import describe_exit, run_to_completion
 
-
 #: variables from the shell that compilers and build backends read: they change what pip builds
 #: from source, so their inherited values are part of the pip cache's build key
 INHERITED_BUILD_VARS = ("CC", "CXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "CMAKE_ARGS")

@@ -84,7 +84,7 @@ class ProcessLog:
 
     def _reopen(self) -> None:
         assert self._path is not None
-        self._file = open(self._path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._file = open(self._path, "a", buffering=1, encoding="utf-8", errors="replace")
         self._size = self._file.tell()
 
 

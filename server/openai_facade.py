@@ -38,7 +38,6 @@ from json.encoder import encode_basestring  # C-accelerated
 from typing import Any
 
 from litestar import Request, Router, get, post
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.types import ASGIApp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError

@@ -236,7 +236,7 @@ class Template:
         template renders as `render` does."""
         if not self._pieces:
             return self.render(scope)
-        return "".join([p if p.__class__ is str else encode(part, to_text(p(scope, _RAISE))) for part, p in zip(self.parts, self._pieces)])  # type: ignore
+        return "".join([p if p.__class__ is str else encode(part, to_text(p(scope, _RAISE))) for part, p in zip(self.parts, self._pieces, strict=True)])  # type: ignore
 
     def render_or(self, scope: Mapping[str, Any], fallback: Any) -> Any:
         """Like `render`, but return `fallback` instead of raising when a referenced value

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.paths import PYTHON, REPO_ROOT
+from support.waiting import wait_until
 
 from flowctl.engine.errors import FlowError, TemplateError
 from flowctl.engine.loader import MAX_DEPTH, MAX_FLOW_BYTES, load_file, load_text
 from flowctl.engine.templating import parse
-from support.paths import PYTHON, REPO_ROOT
-from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,7 +48,7 @@ def peak_bytes_of(action) -> tuple[BaseException | None, int]:
     try:
         try:
             action()
-        except BaseException as exc:  # noqa: BLE001 - returned to the test
+        except BaseException as exc:
             return exc, tracemalloc.get_traced_memory()[1]
         return None, tracemalloc.get_traced_memory()[1]
     finally:
@@ -124,7 +124,7 @@ def test_reload_refuses_bombs_and_huge_files_and_keeps_serving(flowctl_up, tmp_p
     ]
     for index, (text, words) in enumerate(saves, start=1):
         up.flow_path.write_text(text)
-        lines = wait_until(lambda: failures()[index - 1 :] or None, timeout=20, message=lambda: up.log_tail())
+        lines = wait_until(lambda: failures()[index - 1 :] or None, timeout=20, message=lambda: up.log_tail())  # noqa: B023  (called within the iteration)
         assert words in lines[0] and f"{up.flow_path}:" in lines[0], lines[0]
         ready = httpx.get(up.api + "/ready", timeout=5).json()
         assert words in ready["reload_error"]

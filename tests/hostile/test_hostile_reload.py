@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from support.fake import expected_text
 from support.flowctl_up import UpHandle, fake_flow_yaml
 from support.procs import free_port
@@ -47,7 +46,7 @@ def stream_in_thread(up: UpHandle, results: list, tokens: int, delay_ms: int) ->
                             end = (kind, json.loads(line[6:]))
                         kind = "message"
             results.append((data, end))
-        except Exception as exc:  # noqa: BLE001 - reported by the test
+        except Exception as exc:
             results.append(([], ("exception", repr(exc))))
 
     thread = threading.Thread(target=read, daemon=True)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from support.flowctl_up import UpFactory, UpHandle, fake_flow_yaml
 from support.procs import free_port
 from support.waiting import wait_until

@@ -9,17 +9,16 @@ import json
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
+from support.flowctl_up import fake_flow_yaml
+from support.procs import free_port
+from support.waiting import wait_until
 
 from flowctl.engine.errors import InputError, UpstreamError
 from flowctl.engine.flow import load_flow_text
 from flowctl.engine.scheduler import new_http_client, run_workflow
 from flowctl.engine.templating import compile_value, validate_inputs
 from flowctl.nodes.http_url import redact_url, render_url
-from support.flowctl_up import fake_flow_yaml
-from support.procs import free_port
-from support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.fake import expected_text
+from support.flowctl_up import fake_flow_yaml
+from support.procs import free_port
+from support.waiting import async_wait_until, wait_until
 
 from flowctl.cli import main as flowctl_main
 from flowctl.engine.flow import load_flow_text
@@ -21,10 +25,6 @@ from flowctl.engine.host import FlowHost
 from flowctl.engine.paths import state_dir_for
 from flowctl.nodes import process_log
 from flowctl.server.streaming import OutputStore, run_in_background
-from support.fake import expected_text
-from support.flowctl_up import fake_flow_yaml
-from support.procs import free_port
-from support.waiting import async_wait_until, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,7 +63,7 @@ def test_slow_request_heads_and_bodies_are_cut_off(flowctl_up) -> None:
         answer = httpx.post(up.api + "/workflows/chat/runs", json=payload, headers={"accept": "application/json"}, timeout=30)
         assert answer.status_code == 200 and answer.json()["output"] == expected_text(20)
         for kind, sock in held:
-            sent = wait_until(lambda: closed_by_server(sock), timeout=20, message=f"a {kind} connection is still held")
+            sent = wait_until(lambda: closed_by_server(sock), timeout=20, message=f"a {kind} connection is still held")  # noqa: B023  (called within the iteration)
             if kind != "silent":
                 assert sent.startswith(b"HTTP/1.1 408 "), (kind, sent[:80])
     finally:

@@ -14,14 +14,14 @@ import json
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.fake import expected_tokens, fake_vllm_argv
+from support.flowctl_up import UpHandle, fake_flow_yaml
+from support.procs import free_port
 
 from flowctl.engine.errors import ServiceError, UpstreamError
 from flowctl.engine.flow import load_flow_text
 from flowctl.engine.host import FlowHost
 from flowctl.engine.scheduler import new_http_client, run_workflow
-from support.fake import expected_tokens, fake_vllm_argv
-from support.flowctl_up import UpHandle, fake_flow_yaml
-from support.procs import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
