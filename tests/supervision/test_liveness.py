@@ -131,9 +131,11 @@ async def test_clean_exit_restarts_only_with_always(managed, mark, policy) -> No
     pid = node.status.pid
     os.kill(pid, signal.SIGTERM)  # the fake exits 0 on SIGTERM
     if policy == "on-failure":
-        status = await node.wait_state(ServiceState.FAILED, timeout=5)
+        await node.wait_state(ServiceState.FAILED, timeout=5)
         await asyncio.wait_for(node.node._watcher, timeout=5)
-        assert status.reason == "exited with code 0"
+        # the recorded status (the one wait_state saw may be the momentary "exited" view of a
+        # process reaped a moment before its code reached the supervising task)
+        assert node.status.reason == "exited with code 0"
         assert ServiceState.RESTARTING not in node.rec.states()
     else:
         await async_wait_until(lambda: node.status.ready and node.status.pid not in (None, pid), timeout=10)
