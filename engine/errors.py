@@ -270,6 +270,8 @@ class RunError(FlowctlError):
     def __init__(self, node: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(f"node '{node}': {message}", hint=hint)
         self.node = node
+        #: the message without the node's name
+        self.reason = message
 
     def details(self) -> dict[str, Any]:
         return {"node": self.node}

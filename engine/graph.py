@@ -29,6 +29,13 @@ class CompiledNode:
     upstream: tuple[str, ...]
     #: upstream nodes whose output this node reads as a stream (`as stream/...`)
     stream_inputs: frozenset[str] = frozenset()
+    #: upstream nodes this node reads only through templates with a `| default`: their
+    #: being skipped does not skip this node (see `scheduler`'s skip rule)
+    optional_inputs: frozenset[str] = frozenset()
+    #: switches that name this node in a case: it runs only when one of them chooses it
+    routed_by: tuple[str, ...] = ()
+    #: a map's per-item node (compiled like a node, with `item` and `index` in scope)
+    inner: CompiledNode | None = None
 
     @property
     def kind(self) -> NodeKind:
@@ -37,6 +44,10 @@ class CompiledNode:
     @property
     def is_service(self) -> bool:
         return self.spec.kind is NodeKind.SERVICE
+
+    @property
+    def fallback(self) -> str | None:
+        return getattr(self.spec, "fallback", None)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,17 @@ class CompiledWorkflow:
     output_type: str
     #: nodes read as a stream by exactly one consumer (opened lazily, never collected)
     streamed_nodes: frozenset[str]
+    #: per-run nodes that run as tasks of the run's task group, all at once as their inputs
+    #: become ready: every run node but the streamed ones, fallbacks and the output node
+    tasks: tuple[str, ...] = ()
+    #: per node: the task nodes that must be over (finished or skipped) before it may start;
+    #: a streamed upstream's own waits count, as it is opened when its reader starts
+    waits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: nodes that run only in place of a failed node (`fallback:`)
+    fallback_nodes: frozenset[str] = frozenset()
+    #: when the output node only forwards one stream (an sse-sink over one `as stream/...`
+    #: reference), that stream's node: the run then hands its chunks straight to the client
+    passthrough: str | None = None
     openai: OpenAISpec | None = None
     openai_inputs: Mapping[str, CompiledValue] = field(default_factory=dict)
     max_concurrency: int | None = None

@@ -21,16 +21,18 @@ all from `flowctl.engine.errors`.
 
 from .ast import NO_DEFAULT, SOURCES, TYPES, Reference
 from .cast import cast, to_json, to_text
-from .evaluate import Template, parse
+from .evaluate import MISSING, SKIPPED, Template, parse, path_walker
 from .infer import InferredInput, infer_inputs, json_schema_for_inputs, validate_inputs
 from .value import CompiledValue, compile_value, find_template_errors
 
 __all__ = [
     "NO_DEFAULT",
+    "SKIPPED",
     "SOURCES",
     "TYPES",
     "CompiledValue",
     "InferredInput",
+    "MISSING",
     "Reference",
     "Template",
     "cast",
@@ -39,6 +41,7 @@ __all__ = [
     "infer_inputs",
     "json_schema_for_inputs",
     "parse",
+    "path_walker",
     "to_json",
     "to_text",
     "validate_inputs",

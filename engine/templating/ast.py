@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-SOURCES: Final[tuple[str, ...]] = ("input", "env", "nodes", "response", "response[]", "run", "request")
+SOURCES: Final[tuple[str, ...]] = ("input", "env", "nodes", "response", "response[]", "run", "request", "item", "index")
 
 TYPES: Final[tuple[str, ...]] = (
     "text",

@@ -15,6 +15,14 @@ naming the full path (`input.prompt`). A value that is there but null counts as 
 only when there is no `as` type or the type is `json`; for every other type a null is
 treated as missing (so the default applies, or the error is raised). A null default
 (`| null`) is used as is, uncast: it says "nothing" on purpose.
+
+A node the scheduler skipped is `SKIPPED` in `nodes`: any path into it reads as its default,
+or null without one (not an error: skipping is a decision the flow made, see docs/dag.md).
+
+    >>> parse("${nodes.a.output.text | none}").render({"nodes": {"a": SKIPPED}})
+    'none'
+    >>> parse("${nodes.a.output.text as text}").render({"nodes": {"a": SKIPPED}}) is None
+    True
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ class _Sentinel:
 
 
 MISSING: Final = _Sentinel("MISSING")  # a path that is not there (internal to resolving)
+SKIPPED: Final = _Sentinel("SKIPPED")  # what `nodes.<id>` holds for a node that did not run
 _RAISE: Final = _Sentinel("RAISE")  # on_missing: raise MissingValueError
 
 Resolver = Callable[[Mapping[str, Any]], Any]
@@ -61,29 +70,15 @@ def _step(cur: Any, seg: str | int) -> Any:
     return MISSING
 
 
-def _resolver(source: str, path: tuple[str | int, ...]) -> Resolver:
-    """A function: scope -> the value at `source` + `path`, or MISSING. No exceptions on
-    the happy path; plain dicts and lists take the fast branch."""
+def path_walker(path: tuple[str | int, ...]) -> Callable[[Any], Any]:
+    """A function: value -> the value at `path` inside it, or MISSING. No exceptions on the
+    happy path; plain dicts and lists take the fast branch."""
     dict_ = dict
     list_ = list
     int_ = int
     missing = MISSING
 
-    if not path:
-
-        def resolve_source(scope: Mapping[str, Any]) -> Any:
-            try:
-                return scope[source]
-            except KeyError:
-                return missing
-
-        return resolve_source
-
-    def resolve(scope: Mapping[str, Any]) -> Any:
-        try:
-            cur = scope[source]
-        except KeyError:
-            return missing
+    def walk(cur: Any) -> Any:
         for seg in path:
             cls = cur.__class__
             if cls is dict_:
@@ -102,6 +97,32 @@ def _resolver(source: str, path: tuple[str | int, ...]) -> Resolver:
                 if cur is missing:
                     return missing
         return cur
+
+    return walk
+
+
+def _resolver(source: str, path: tuple[str | int, ...]) -> Resolver:
+    """A function: scope -> the value at `source` + `path`, or MISSING."""
+    missing = MISSING
+
+    if not path:
+
+        def resolve_source(scope: Mapping[str, Any]) -> Any:
+            try:
+                return scope[source]
+            except KeyError:
+                return missing
+
+        return resolve_source
+
+    walk = path_walker(path)
+
+    def resolve(scope: Mapping[str, Any]) -> Any:
+        try:
+            cur = scope[source]
+        except KeyError:
+            return missing
+        return walk(cur)
 
     return resolve
 
@@ -132,6 +153,11 @@ def _missing_hint(reference: Reference, scope: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _skipped(scope: Mapping[str, Any], node: str | int) -> bool:
+    nodes = scope.get("nodes")
+    return isinstance(nodes, Mapping) and nodes.get(node) is SKIPPED
+
+
 def _evaluator(expr: Expr, template: str) -> Callable[[Mapping[str, Any], Any], Any]:
     """A function (scope, on_missing) -> the typed value of one `${...}`.
 
@@ -159,9 +185,13 @@ def _evaluator(expr: Expr, template: str) -> Callable[[Mapping[str, Any], Any], 
                     offset=expr.default_at,
                 ) from None
 
+    reads_node = ref.source == "nodes" and bool(ref.path)
+
     def on_absent(scope: Mapping[str, Any], on_missing: Any) -> Any:
         if has_default:
             return caster(default, dotted) if default_is_lazy else default  # type: ignore[misc]
+        if reads_node and _skipped(scope, ref.path[0]):
+            return None
         if on_missing is not _RAISE:
             return on_missing
         raise MissingValueError(dotted, hint=_missing_hint(ref, scope))
@@ -237,6 +267,17 @@ class Template:
         if not self._pieces:
             return self.render(scope)
         return "".join([p if p.__class__ is str else encode(part, to_text(p(scope, _RAISE))) for part, p in zip(self.parts, self._pieces, strict=True)])  # type: ignore
+
+    def plain_path(self) -> tuple[str, tuple[str | int, ...]] | None:
+        """(source, path) when this template is one reference with no `as` type and no
+        default (its value is what sits at that path, as is), else None. A reader of many
+        values (one per streamed chunk) can then walk the path itself (`path_walker`)."""
+        if not self.is_whole:
+            return None
+        ref = self.references[0]
+        if ref.type is not None or ref.has_default:
+            return None
+        return ref.source, ref.path
 
     def render_or(self, scope: Mapping[str, Any], fallback: Any) -> Any:
         """Like `render`, but return `fallback` instead of raising when a referenced value
