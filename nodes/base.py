@@ -10,20 +10,25 @@ A node type describes itself on its spec class, so the compiler and the schedule
 compare type names: `kind` (service or per-run), `template_fields`, `is_sink` (a workflow's
 output by default), `field_sources` (sources a field may read beyond its kind's, such as
 http-stream's `response[]`) and `output_type` (what a workflow that outputs it yields).
-Adding a node type is its own module plus one line in `registry.py`.
+Adding a node type is its own module plus one line in `registry.py`. Per-run specs derive
+from `RunNodeSpec`, which adds what the scheduler applies to any node (`when:`,
+`fallback:`) and what the pipeline nodes declare (`forwards`, `inner_field`,
+`condition_fields`, `route_targets()`).
 """
 
 from __future__ import annotations
 
 import enum
 import typing
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict
+
+from ..engine.conditions import Condition
 
 if TYPE_CHECKING:
     from ..engine.templating import CompiledValue
@@ -67,6 +72,35 @@ class NodeSpecBase(BaseModel):
     @property
     def is_service(self) -> bool:
         return self.kind is NodeKind.SERVICE
+
+    def route_targets(self) -> list[tuple[str, tuple[str | int, ...]]]:
+        """Nodes this node decides about (a switch's cases), each with where in this spec it
+        is named; they run only when chosen."""
+        return []
+
+
+class RunNodeSpec(NodeSpecBase):
+    """Fields every per-run node accepts on top of the common ones: control flow that the
+    scheduler applies to any node (see docs/dag.md)."""
+
+    kind: ClassVar[NodeKind] = NodeKind.RUN
+    template_fields: ClassVar[tuple[str, ...]] = ("when",)
+    #: may run as the per-item node of a `map`
+    mappable: ClassVar[bool] = True
+    #: the field (if any) whose whole value, when it is one `${... as stream/...}`, the node
+    #: forwards chunk for chunk unchanged: the scheduler may then hand that stream on itself
+    forwards: ClassVar[str | None] = None
+    #: the field (if any) holding a per-item node spec (a map's `node:`)
+    inner_field: ClassVar[str | None] = None
+    #: fields that are conditions (read as truth values, never streams)
+    condition_fields: ClassVar[tuple[str, ...]] = ("when",)
+
+    #: run only when this holds (a template read as a truth value, or a comparison); else
+    #: the node is skipped and what reads it gets its `| default` or null
+    when: Condition = None
+    #: a per-run node whose output stands in for this one's when this one fails before
+    #: producing anything (after its retries)
+    fallback: str | None = None
 
 
 class ServiceState(str, enum.Enum):
@@ -161,6 +195,13 @@ class RunContext:
     #: render one field per chunk and want the fast path (`Template.render_or`)
     fields: Mapping[str, CompiledValue] = field(default_factory=dict)
     scope: dict[str, Any] = field(default_factory=dict)
+    #: `report(state, **details)`: tell whoever watches the run about a step inside the node
+    #: (a retry, say); a no-op unless the run streams node events
+    report: Callable[..., None] = field(default=lambda state, **details: None)
+    #: a switch names the nodes it routes to (the rest of its targets are skipped)
+    choose: Callable[[Sequence[str]], None] = field(default=lambda targets: None)
+    #: a map runs its per-item node: `await run_item({"item": x, "index": i})` -> its output
+    run_item: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None
 
 
 #: what a per-run node yields; an async generator, so its consumer can `aclose` it

@@ -134,6 +134,10 @@ class ProcessGroup:
         self._grace = grace
         self._pump: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[int | None] | None = None
+        #: the child's stdin and stdout, when `spawn` was asked for pipes
+        self.stdin: asyncio.StreamWriter | None = process.stdin
+        self.stdout: asyncio.StreamReader | None = None
+        self._stdout_transport: asyncio.ReadTransport | None = None
 
     @classmethod
     async def spawn(
@@ -145,27 +149,37 @@ class ProcessGroup:
         on_line: LineCallback | None = None,
         on_partial: LineCallback | None = None,
         grace: float = 10.0,
+        stdin_pipe: bool = False,
+        stdout_pipe: bool = False,
     ) -> ProcessGroup:
+        """`stdin_pipe`: `group.stdin` is a writer to the child's stdin (else /dev/null).
+        `stdout_pipe`: stdout goes to `group.stdout` (a reader) and only stderr to `on_line`
+        (else both go to `on_line`)."""
         # The output pipe is ours, not the asyncio transport's: asyncio's `Process.wait()`
         # returns only once the process has exited *and* its pipes are closed, and a member
         # left behind (the server under a `bash -c` wrapper) keeps the pipe open. Exit and
         # end of output are separate events here.
         out_read, out_write = os.pipe()
+        data_read, data_write = os.pipe() if stdout_pipe else (-1, -1)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out_write,
-                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
+                stdout=data_write if stdout_pipe else out_write,
+                stderr=out_write if stdout_pipe else asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
         except BaseException:
             os.close(out_read)
+            if stdout_pipe:
+                os.close(data_read)
             raise
         finally:
             os.close(out_write)
+            if stdout_pipe:
+                os.close(data_write)
         # From here on nothing awaits until the watchdog holds the pipe. A plain Popen (not an
         # asyncio transport): asyncio would kill a transport's process when it is collected
         # at shutdown, which is exactly when the watchdog has to live on.
@@ -175,6 +189,8 @@ class ProcessGroup:
             os.close(out_read)
             raise
         group = cls(process, watchdog, write_fd, grace)
+        if stdout_pipe:
+            group.stdout, group._stdout_transport = await _pipe_reader(data_read)
         group._pump = asyncio.create_task(
             group._pump_output(out_read, on_line or (lambda _line: None), on_partial or (lambda _line: None)),
             name=f"output:{process.pid}",
@@ -298,6 +314,10 @@ class ProcessGroup:
             await self.drain_output(1.0)
         finally:
             self._release_watchdog()
+            if self.stdin is not None:
+                self.stdin.close()
+            if self._stdout_transport is not None:
+                self._stdout_transport.close()
             if self._pump is not None and not self._pump.done():
                 self._pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -339,6 +359,19 @@ class ProcessGroup:
 
     def __del__(self) -> None:  # closing the pipe makes the watchdog clean up
         self._release_watchdog()
+
+
+async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.ReadTransport]:
+    """A StreamReader over the read end of a pipe we own; closing the transport closes it."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_MAX_LINE, loop=loop)
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
+        transport, _protocol = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    return reader, transport
 
 
 def _start_watchdog(pgid: int, grace: float, output_fd: int) -> tuple[subprocess.Popen[bytes] | None, int | None]:

@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 from pydantic import Field
 
 from .base import NodeSpecBase, RunNode, ServiceNode
+from .command import CommandNode, CommandSpec
 from .env_setup import EnvSetupNode, EnvSetupSpec
 from .http_stream import HttpStreamNode, HttpStreamSpec
+from .map import MapNode, MapSpec
 from .process_start import ProcessStartNode, ProcessStartSpec
 from .sse_sink import SseSinkNode, SseSinkSpec
+from .switch import SwitchNode, SwitchSpec
+from .value import ValueNode, ValueSpec
 
 #: (spec, behaviour) of every node type: the one list to extend
 _TYPES: tuple[tuple[type[NodeSpecBase], type[Any]], ...] = (
@@ -26,6 +30,10 @@ _TYPES: tuple[tuple[type[NodeSpecBase], type[Any]], ...] = (
     (ProcessStartSpec, ProcessStartNode),
     (HttpStreamSpec, HttpStreamNode),
     (SseSinkSpec, SseSinkNode),
+    (ValueSpec, ValueNode),
+    (CommandSpec, CommandNode),
+    (SwitchSpec, SwitchNode),
+    (MapSpec, MapNode),
 )
 
 NODE_TYPES: dict[str, tuple[type[NodeSpecBase], type[Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}
@@ -35,6 +43,8 @@ if TYPE_CHECKING:
 else:
     #: any node's spec, told apart by `type:` (what FlowSpec's `nodes:` holds)
     NodeSpec = Annotated[Union[tuple(spec for spec, _ in _TYPES)], Field(discriminator="type")]  # noqa: UP007
+    # a map's per-item node is any node spec: resolve its forward reference now the union exists
+    MapSpec.model_rebuild(_types_namespace={"NodeSpec": NodeSpec})
 
 
 def spec_class(type_name: str) -> type[NodeSpecBase]:

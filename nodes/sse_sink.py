@@ -1,24 +1,33 @@
 """sse-sink: the run's streamed output. It takes a node's chunk stream (`source:`) and hands
-each chunk on; the server frames them as SSE, `flowctl run` prints them to stdout."""
+each chunk on; the server frames them as SSE, `flowctl run` prints them to stdout.
+
+`source:` may also be a list: the streams (or values) in it are sent one after the other,
+and a skipped node (null) sends nothing. After a switch, that streams whichever branch ran:
+
+    reply:
+      type: sse-sink
+      source: ["${nodes.coder.output as stream/text}", "${nodes.chat.output as stream/text}"]
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .base import Chunks, NodeKind, NodeSpecBase, RunContext
+from .base import Chunks, RunContext, RunNodeSpec
 
 if TYPE_CHECKING:
     from ..engine.templating import CompiledValue
 
 
-class SseSinkSpec(NodeSpecBase):
-    kind: ClassVar[NodeKind] = NodeKind.RUN
-    template_fields: ClassVar[tuple[str, ...]] = ("source",)
+class SseSinkSpec(RunNodeSpec):
+    template_fields: ClassVar[tuple[str, ...]] = (*RunNodeSpec.template_fields, "source")
     is_sink: ClassVar[bool] = True
+    mappable: ClassVar[bool] = False
+    forwards: ClassVar[str | None] = "source"
 
     type: Literal["sse-sink"]
-    #: what to stream, e.g. `${nodes.completion.output as stream/text}`
+    #: what to stream, e.g. `${nodes.completion.output as stream/text}`, or a list of those
     source: Any
 
     @classmethod
@@ -35,11 +44,15 @@ class SseSinkNode:
 
     async def run(self, ctx: RunContext) -> Chunks:
         value = ctx.resolve("source")
-        if isinstance(value, AsyncGenerator):
-            try:
-                async for chunk in value:
-                    yield chunk
-            finally:
-                await value.aclose()
-        else:
-            yield value
+        parts: list[Any] = value if isinstance(value, list) and isinstance(self.spec.source, list) else [value]
+        try:
+            for part in parts:
+                if isinstance(part, AsyncGenerator):
+                    async for chunk in part:
+                        yield chunk
+                elif part is not None:
+                    yield part
+        finally:
+            for part in parts:
+                if isinstance(part, AsyncGenerator):
+                    await part.aclose()
