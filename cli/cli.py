@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", dest="input_json", help="input as JSON, or @file.json")
     run.add_argument("-i", dest="pairs", action="append", default=[], metavar="KEY=VALUE", help="one input value (repeatable)")
     run.add_argument("-w", "--workflow", help="workflow id (default: the flow's default workflow)")
+    run.add_argument("-v", "--verbose", action="store_true", help="print each node's start, end, skip or failure (with timings) to stderr")
     run.set_defaults(handler=_cmd_run)
 
     validate = commands.add_parser("validate", help="parse, validate and compile a flow without running it")
@@ -134,16 +135,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     given = _parse_inputs(args.input_json, args.pairs)
     # the admission check a served run gets, before any service is started or `up` is asked
     workflow, _ = host.check(args.workflow, given)
-    reused = _run_via_up(args.flow, workflow.id, given)
+    reused = _run_via_up(args.flow, workflow.id, given, verbose=args.verbose)
     if reused is not None:
         return reused
     from .server.auth import ENV_VAR
 
     os.environ.pop(ENV_VAR, None)  # the services this run starts must not inherit flowctl's key
-    return asyncio.run(_run(host, workflow.id, given))
+    return asyncio.run(_run(host, workflow.id, given, verbose=args.verbose))
 
 
-def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any]) -> int | None:
+def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any], *, verbose: bool = False) -> int | None:
     """When a healthy `flowctl up` of this flow is running, run through it instead of
     starting a second copy of its services (a model server may hold a whole GPU).
     None when there is no such `up`."""
@@ -164,7 +165,8 @@ def _run_via_up(flow_file: str, workflow_id: str, given: dict[str, Any]) -> int 
                 return None
             print(f"flowctl: running through `flowctl up` (pid {record.pid}, {record.api})", file=sys.stderr)
             url = f"{record.api}/workflows/{workflow_id}/runs"
-            with client.stream("POST", url, json={"input": given}, headers={"Accept": "text/event-stream"}) as response:
+            params = {"events": "nodes"} if verbose else None
+            with client.stream("POST", url, json={"input": given}, params=params, headers={"Accept": "text/event-stream"}) as response:
                 if response.status_code >= 400:
                     body = response.read().decode(errors="replace")
                     try:
@@ -188,6 +190,8 @@ def _print_sse(lines: Any) -> int:
             sys.stdout.write(sse.data)
             sys.stdout.flush()
             wrote_any = True
+        elif sse.event == "node":
+            _print_event(json.loads(sse.data))
         elif sse.event in ("done", "error"):
             if wrote_any:
                 sys.stdout.write("\n")
@@ -201,10 +205,17 @@ def _print_sse(lines: Any) -> int:
     return ExitCode.RUN
 
 
-async def _run(host: FlowHost, workflow_id: str, given: dict[str, Any]) -> int:
+def _print_event(event: dict[str, Any]) -> None:
+    from .engine.node_events import describe
+
+    print(describe(event), file=sys.stderr, flush=True)
+
+
+async def _run(host: FlowHost, workflow_id: str, given: dict[str, Any], *, verbose: bool = False) -> int:
     """One run in this process, through a `FlowHost` of its own that starts only the services
-    the workflow needs and stops them at the end."""
+    the workflow needs and stops them at the end. `verbose` prints node events to stderr."""
     from .engine.host import PreparedRun
+    from .engine.node_events import NodeEvent
     from .engine.runs import RunStatus
     from .engine.scheduler import chunk_text
 
@@ -223,7 +234,11 @@ async def _run(host: FlowHost, workflow_id: str, given: dict[str, Any]) -> int:
     try:
         await host.start(only=host.flow.workflows[workflow_id].services)
         run = host.prepare(workflow_id, given)
+        run.events = verbose
         async for chunk in host.stream(run):
+            if isinstance(chunk, NodeEvent):
+                _print_event(chunk.as_dict())
+                continue
             out.write(chunk_text(chunk))
             out.flush()
             wrote_any = True

@@ -30,9 +30,10 @@ from typing import Any
 from ..nodes.base import ServiceState, ServiceStatus
 from .errors import Busy, FlowctlError, FlowError, RunError, ServiceError, ShuttingDown, WorkflowNotFound
 from .graph import CompiledFlow, CompiledWorkflow
+from .node_events import NodeEvent
 from .paths import state_dir_for
 from .runs import RunRecord, RunStatus
-from .scheduler import new_http_client, run_workflow
+from .scheduler import WorkflowRun, new_http_client, run_workflow
 from .spec import ServerSpec
 from .supervisor import Supervisor
 from .templating import validate_inputs
@@ -46,6 +47,8 @@ class PreparedRun:
     flow: CompiledFlow
     workflow: CompiledWorkflow
     inputs: dict[str, Any]
+    #: the run's stream carries a `NodeEvent` for each node's start, end, failure or skip
+    events: bool = False
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -206,15 +209,25 @@ class FlowHost:
             self._idle.clear()
             self._emit("run.started", {"run": record})
             lives = self.supervisor.lives(workflow.services)
-            chunks = run_workflow(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs)
-            try:
-                async for chunk in chunks:
-                    if record.chunks == 0:
-                        record.first_chunk_mono = time.monotonic()
-                    record.chunks += 1
+            if run.events:
+                async for chunk in self._with_events(run):
                     yield chunk
-            finally:
-                await chunks.aclose()
+            else:
+                # the per-token loop: straight from the output node (see WorkflowRun)
+                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs)
+                try:
+                    chunks = await engine.open()
+                    if chunks is not None:
+                        try:
+                            async for chunk in chunks:
+                                if record.chunks == 0:
+                                    record.first_chunk_mono = time.monotonic()
+                                record.chunks += 1
+                                yield chunk
+                        except Exception as exc:
+                            raise engine.named(exc) from exc
+                finally:
+                    await engine.close()
             self.supervisor.check_lived(lives)
             ended = (RunStatus.SUCCEEDED, None)
         except asyncio.CancelledError:
@@ -247,6 +260,19 @@ class FlowHost:
             if not self._active:
                 self._idle.set()
             self._emit("run.finished", {"run": record})
+
+    async def _with_events(self, run: PreparedRun) -> AsyncGenerator[Any, None]:
+        record = run.record
+        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True)
+        try:
+            async for chunk in chunks:
+                if chunk.__class__ is not NodeEvent:
+                    if record.chunks == 0:
+                        record.first_chunk_mono = time.monotonic()
+                    record.chunks += 1
+                yield chunk
+        finally:
+            await chunks.aclose()
 
     def cancel(self, run_id: str) -> RunRecord | None:
         record = self.runs.get(run_id)

@@ -6,7 +6,8 @@
     GET  /workflows/{id}             one: input JSON Schema, output type
     GET  /workflows/{id}/graph       mermaid text (`?format=json` for node-link JSON)
     POST /workflows/{id}/runs        `{"input": {...}}` -> SSE for a streamed output
-                                     (`Accept: application/json` collects it), else JSON
+                                     (`Accept: application/json` collects it), else JSON;
+                                     `?events=nodes` adds node events (docs/dag.md)
     GET  /runs/{run_id}              a run's status
     POST /runs/{run_id}/cancel       cancel it (closes the upstream request)
 
@@ -85,6 +86,17 @@ def wants_sse(request: Request[Any, Any, Any]) -> bool:
     return "text/event-stream" in accept or "application/json" not in accept
 
 
+def wants_node_events(request: Request[Any, Any, Any]) -> bool:
+    """`?events=nodes`: the run's answer carries node events (SSE `event: node`, or an
+    `events` list in a JSON answer). Anything else in `events` is a 422 naming it."""
+    value = request.query_params.get("events")
+    if value is None or value == "":
+        return False
+    if value != "nodes":
+        raise BadRequest(f"`events` takes `nodes`, not {value!r}", field="events", status=422)
+    return True
+
+
 def workflow_summary(workflow: CompiledWorkflow) -> dict[str, Any]:
     return {
         "id": workflow.id,
@@ -161,7 +173,9 @@ def get_graph(ctx: NamedDependency[ServerContext], workflow_id: FromPath[str], f
 @post("/workflows/{workflow_id:str}/runs")
 async def start_run(ctx: NamedDependency[ServerContext], request: Request[Any, Any, Any], workflow_id: FromPath[str]) -> ASGIApp:
     body = await read_json_object(request)
+    events = wants_node_events(request)
     run = ctx.host.prepare(workflow_id, input_of(body))
+    run.events = events
     sse = run.workflow.streams and wants_sse(request)
     return RunResponse(ctx.host, run, sse=sse, keepalive=ctx.keepalive)
 
@@ -208,6 +222,7 @@ __all__ = [
     "input_of",
     "read_json_object",
     "run_status",
+    "wants_node_events",
     "wants_sse",
     "workflow_detail",
     "workflow_summary",

@@ -11,6 +11,8 @@ writes chunks to the ASGI `send` as soon as they exist; chunks that come ready b
   sends a `: keep-alive` comment when nothing was written for `keepalive` seconds.
 - A run stopped from outside (`POST /runs/{id}/cancel`, a service going down, shutdown)
   ends the stream with `event: done` (status `cancelled`) or `event: error`.
+- A run prepared with `events` carries node events: `event: node` between the chunks (SSE),
+  or an `events` list in the collected JSON body.
 
 `run_in_background` runs one with nobody listening (model-compose's
 `wait_for_completion: false`), keeping the output for `GET /runs/{id}`.
@@ -29,10 +31,11 @@ from litestar.types import Receive, Scope, Send
 from ..engine.errors import FlowctlError
 from ..engine.host import FlowHost, PreparedRun
 from ..engine.runs import RunRecord, RunStatus
+from ..engine.node_events import NodeEvent
 from ..engine.scheduler import chunk_text
 from .errors import describe, log_unexpected
 from .ready_chunks import anext_or_flush
-from .sse import HEADERS, KEEP_ALIVE, done_event, encode_chunk, error_event
+from .sse import HEADERS, KEEP_ALIVE, done_event, encode_chunk, encode_event, error_event
 
 #: a burst longer than this is written in parts (bounds the bytes held back, and the delay
 #: of the burst's first chunk)
@@ -227,7 +230,13 @@ class RunResponse:
                         chunk = await anext_or_flush(stream, flush)
                     except StopAsyncIteration:
                         break
-                    text = chunk if chunk.__class__ is str else chunk_text(chunk)
+                    if chunk.__class__ is str:
+                        text = chunk
+                    elif chunk.__class__ is NodeEvent:
+                        pending.append(encode_event("node", chunk.as_dict()))
+                        continue
+                    else:
+                        text = chunk_text(chunk)
                     if not text:
                         continue
                     seq += 1
@@ -252,10 +261,14 @@ class RunResponse:
         record = self.run.record
         stream = self.host.stream(self.run)
         values: list[Any] = []
+        events: list[dict[str, Any]] = []
         error: BaseException | None = None
         try:
             try:
                 async for chunk in stream:
+                    if chunk.__class__ is NodeEvent:
+                        events.append(chunk.as_dict())
+                        continue
                     values.append(chunk)
             except asyncio.CancelledError:
                 if not record.absorb_cancel():
@@ -274,6 +287,8 @@ class RunResponse:
             status, body = self.render(record, output, error)
         except Exception as exc:
             status, body, _ = describe(exc)
+        if self.run.events and isinstance(body, dict):
+            body["events"] = events
         await JSONAnswer(status, body, self.headers)(scope, receive, send)
 
     # -- the watcher -------------------------------------------------------------------------

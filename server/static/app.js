@@ -1,10 +1,11 @@
 // flowctl web UI: list workflows, a form per workflow from its input JSON Schema, Run /
 // Cancel, the streamed output as it arrives (fetch + ReadableStream, since EventSource
-// cannot POST), the mermaid graph, the services' state and a failed reload (from /ready).
+// cannot POST), the mermaid graph with each node coloured live from the run's node events
+// (`?events=nodes`), the services' state and a failed reload (from /ready).
 // The API lives on this same origin under `base_path` (see server/ui.py).
 "use strict";
 
-const state = { base: "/api", workflows: [], current: null, run: null, graphSeq: 0 };
+const state = { base: "/api", workflows: [], current: null, run: null, graphSeq: 0, graphIds: {}, nodeStates: {} };
 const $ = (id) => document.getElementById(id);
 
 // -- API access -------------------------------------------------------------------------
@@ -237,7 +238,8 @@ async function startRun(event) {
   setRunning(true);
   setStatus("starting…");
   try {
-    const res = await api("/workflows/" + encodeURIComponent(wf.id) + "/runs", {
+    resetNodeStates();
+    const res = await api("/workflows/" + encodeURIComponent(wf.id) + "/runs?events=nodes", {
       method: "POST",
       headers: { "Content-Type": "application/json", "Accept": wf.streams ? "text/event-stream" : "application/json" },
       body: JSON.stringify({ input: readForm() }),
@@ -255,6 +257,7 @@ async function startRun(event) {
     const type = res.headers.get("Content-Type") || "";
     if (!type.startsWith("text/event-stream")) {
       const body = await res.json();
+      for (const ev of body.events || []) showNodeEvent(ev);
       out.textContent = typeof body.output === "string" ? body.output : JSON.stringify(body.output, null, 2);
       setStatus(body.status + " · " + body.elapsed_ms + " ms", body.status);
       return;
@@ -279,6 +282,8 @@ async function readStream(res, run) {
     if (ev.event === "message") {
       run.chunks++;
       text.appendData(ev.data);
+    } else if (ev.event === "node") {
+      showNodeEvent(JSON.parse(ev.data));
     } else if (ev.event === "done") {
       finished = true;
       const info = JSON.parse(ev.data);
@@ -324,15 +329,58 @@ async function renderGraph(id) {
   if (!res.ok) { box.textContent = await errorText(res); return; }
   const text = await res.text();
   if (seq !== state.graphSeq) return;
+  const ids = /%% flowctl-ids (\{.*\})/.exec(text);
+  state.graphIds = ids ? JSON.parse(ids[1]) : {};
   if (!window.mermaid) { box.textContent = text; return; }
   try {
     const { svg } = await window.mermaid.render("flowctl-graph-" + seq, text);
-    if (seq === state.graphSeq) box.innerHTML = svg;
+    if (seq === state.graphSeq) {
+      box.innerHTML = svg;
+      for (const [node, st] of Object.entries(state.nodeStates)) paintNode(node, st);
+    }
   } catch (e) {
     const pre = document.createElement("pre");
     pre.textContent = text;
     box.appendChild(pre);
   }
+}
+
+// -- node states: the graph coloured from the run's node events --------------------------------
+
+function graphNode(node) {
+  // the drawing's id for a node comes from the graph's `%% flowctl-ids` line; mermaid names
+  // the node's group "...flowchart-<id>-<n>"
+  const mid = state.graphIds[node];
+  if (!mid) return null;
+  for (const g of $("graph").querySelectorAll("g.node")) {
+    const m = /flowchart-([A-Za-z0-9_]+)-\d+$/.exec(g.id || "");
+    if (m && m[1] === mid) return g;
+  }
+  return null;
+}
+
+function paintNode(node, st) {
+  const g = graphNode(node);
+  if (!g) return;
+  g.dataset.state = st.state;
+  const title = g.querySelector("title") || g.appendChild(document.createElementNS("http://www.w3.org/2000/svg", "title"));
+  title.textContent = node + ": " + st.state + (st.detail ? " (" + st.detail + ")" : "");
+}
+
+function showNodeEvent(ev) {
+  // retrying / progress keep a node "started"; they only say more about it
+  const shown = ["retrying", "progress"].includes(ev.state) ? "started" : ev.state;
+  let detail = ev.reason || ev.error || "";
+  if (ev.elapsed_ms != null) detail = ev.elapsed_ms + " ms" + (detail ? ", " + detail : "");
+  if (ev.state === "progress") detail = ev.done + "/" + ev.total;
+  if (ev.state === "retrying") detail = "attempt " + ev.attempt;
+  state.nodeStates[ev.node] = { state: shown, detail };
+  paintNode(ev.node, state.nodeStates[ev.node]);
+}
+
+function resetNodeStates() {
+  state.nodeStates = {};
+  for (const g of $("graph").querySelectorAll("g.node[data-state]")) delete g.dataset.state;
 }
 
 // -- readiness: services and the last failed reload -----------------------------------------

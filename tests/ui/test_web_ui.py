@@ -95,6 +95,21 @@ def test_the_graph_renders_as_svg_and_services_show(page) -> None:  # type: igno
     assert page.is_hidden("#reload-error")
 
 
+def test_the_graph_nodes_are_coloured_live_from_node_events(page) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_selector("#graph svg g.node", timeout=15_000)
+    page.fill("#input-prompt", "echo: colour me while I stream")
+    page.fill("#input-delay_ms", "150")
+    page.click("#run")
+    # while the reply streams, its nodes are drawn as running...
+    page.wait_for_selector("#graph g.node[data-state=started]", timeout=10_000)
+    assert page.text_content("#run-status").startswith("running")
+    # ...and when it is done, as finished, with their timings in the tooltip
+    page.wait_for_selector("#run-status[data-status=succeeded]", timeout=10_000)
+    finished = page.eval_on_selector_all("#graph g.node[data-state=finished] title", "els => els.map(e => e.textContent)")
+    assert sorted(t.split(":")[0] for t in finished) == ["chat", "reply"], finished
+    assert all(" ms" in t for t in finished)
+
+
 def test_another_workflow_from_the_list(page) -> None:  # type: ignore[no-untyped-def]
     page.click("#workflows a[data-workflow=complete]")
     page.wait_for_selector("#workflows a[data-workflow=complete][aria-current=page]")
