@@ -33,6 +33,12 @@ serve many test cases:
                                connection closes (as some proxies and servers answer)
 ``--omit-end 1``               end the stream cleanly but without the ``finish_reason``
                                chunk and ``data: [DONE]`` (a stream cut short upstream)
+``--fail-first N``             answer the first N completions with ``--fail-status`` (503
+                               if not given), then serve normally (retries that recover)
+``--flush-each-token``         hand every token to the socket on its own and let the
+                               event loop run before the next (a model server under
+                               light load): the client sees one token per network read
+                               where it keeps up, instead of bursts at zero delay
 =============================  =========================================================
 
 Process-level flags: ``--startup-delay-ms``, ``--exit-before-ready CODE``, ``--model``,
@@ -42,7 +48,10 @@ is accepted and ignored.
 
 On start it prints ``fake-vllm listening on http://HOST:PORT`` (flushed). ``GET /stats``
 returns counters (see :class:`Stats`); a "stream" there is one generation, streamed or
-not. A client that goes away before the end of its generation (EOF on the socket or a
+not. ``generations`` in it lists the last 1000 generations with when each was active
+(``start``/``end`` on the server's monotonic clock, ``end`` null while it runs), its
+``outcome`` and its ``tag`` (the ``x-fake-tag`` header, else the last user message): so a
+test can tell from the upstream's side whether two requests ran at the same time. A client that goes away before the end of its generation (EOF on the socket or a
 failed write) is counted in ``cancelled_streams`` and the generation stops at once.
 
 SIGTERM/SIGINT: close the listener and exit 0 (unless ``--ignore-sigterm``).
@@ -52,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import signal
@@ -79,6 +89,7 @@ PER_REQUEST_FLAGS = (
     "hang-after-tokens",
     "close-delimited",
     "omit-end",
+    "flush-each-token",
 )
 
 
@@ -179,6 +190,8 @@ class Config:
     hang_after_tokens: int | None = None
     close_delimited: int = 0
     omit_end: int = 0
+    flush_each_token: bool = False
+    fail_first: int = 0
     startup_delay_ms: float = 0.0
     exit_before_ready: int | None = None
     ignore_sigterm: bool = False
@@ -198,6 +211,7 @@ class Behaviour:
     hang_after_tokens: int | None
     close_delimited: bool = False
     omit_end: bool = False
+    flush_each_token: bool = False
 
     @classmethod
     def for_request(cls, cfg: Config, headers: dict[str, str]) -> Behaviour:
@@ -216,6 +230,7 @@ class Behaviour:
             hang_after_tokens=num("hang-after-tokens", cfg.hang_after_tokens),
             close_delimited=bool(num("close-delimited", cfg.close_delimited)),
             omit_end=bool(num("omit-end", cfg.omit_end)),
+            flush_each_token=bool(num("flush-each-token", int(cfg.flush_each_token))),
         )
 
 
@@ -230,9 +245,13 @@ class Stats:
     tokens_sent: int = 0
     last_request: Any = None  # the last JSON body received on /v1/chat/completions
     last_request_headers: dict[str, str] = field(default_factory=dict)
+    #: the last 1000 generations: {"tag", "start", "end", "outcome", "tokens"}
+    generations: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["generations"] = list(self.generations)
+        return out
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -420,6 +439,7 @@ class FakeVLLM:
         self.stats = Stats()
         self.created = int(time.time())
         self.conns: set[Conn] = set()
+        self.failed_first = 0  # completions failed so far under --fail-first
         self.server: asyncio.base_events.Server | None = None
         self.stopping: asyncio.Event | None = None
 
@@ -522,6 +542,11 @@ class FakeVLLM:
             beh = Behaviour.for_request(self.cfg, req.headers)
         except ValueError as e:
             return await self.send_json(conn, req, 400, error_body(f"bad x-fake-* header: {e}", 400))
+        if self.failed_first < self.cfg.fail_first:
+            self.failed_first += 1
+            status = beh.fail_status or 503
+            msg = f"fake-vllm: failing on purpose with status {status} ({self.failed_first} of the first {self.cfg.fail_first})"
+            return await self.send_json(conn, req, status, error_body(msg, status))
         if beh.fail_status:
             msg = f"fake-vllm: failing on purpose with status {beh.fail_status}"
             return await self.send_json(conn, req, beh.fail_status, error_body(msg, beh.fail_status))
@@ -551,6 +576,9 @@ class FakeVLLM:
 
         st.active_streams += 1
         st.max_active_streams = max(st.max_active_streams, st.active_streams)
+        generation = {"tag": req.headers.get("x-fake-tag") or (last_user_content(messages) or "")[:80],
+                      "start": time.monotonic(), "end": None, "outcome": None, "tokens": len(tokens)}
+        st.generations.append(generation)
         conn.watch_eof()
         outcome = "cancelled"
         try:
@@ -572,6 +600,8 @@ class FakeVLLM:
             raise
         finally:
             st.active_streams -= 1
+            generation["end"] = time.monotonic()
+            generation["outcome"] = outcome
             if outcome == "completed":
                 st.completed_streams += 1
             else:
@@ -659,6 +689,8 @@ class FakeVLLM:
                     await conn.pause(remaining)
             await conn.send(frame(prefix + _json_str(tok) + suffix))
             st.tokens_sent += 1
+            if beh.flush_each_token:
+                await asyncio.sleep(0)  # the next token is written after the loop ran once
             sent = i + 1
             if die is not None and sent == die:
                 self._die(rid)
@@ -764,6 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hang-after-tokens", type=int, default=None)
     p.add_argument("--close-delimited", type=int, default=0, metavar="0|1")
     p.add_argument("--omit-end", type=int, default=0, metavar="0|1")
+    p.add_argument("--flush-each-token", action="store_true")
+    p.add_argument("--fail-first", type=int, default=0, metavar="N")
     p.add_argument("--startup-delay-ms", type=float, default=0.0)
     p.add_argument("--exit-before-ready", type=int, default=None, metavar="CODE")
     p.add_argument("--ignore-sigterm", action="store_true")
@@ -787,6 +821,8 @@ def config_from_args(argv: list[str] | None = None) -> Config:
         hang_after_tokens=a.hang_after_tokens,
         close_delimited=a.close_delimited,
         omit_end=a.omit_end,
+        flush_each_token=a.flush_each_token,
+        fail_first=a.fail_first,
         startup_delay_ms=a.startup_delay_ms,
         exit_before_ready=a.exit_before_ready,
         ignore_sigterm=a.ignore_sigterm,
