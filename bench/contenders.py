@@ -54,11 +54,15 @@ class Mode:
     tokens: int
     token_delay_ms: float
     first_token_delay_ms: float = 0.0
+    #: the upstream hands each token to the socket on its own (fake_vllm --flush-each-token)
+    flush_each_token: bool = False
 
     @property
     def title(self) -> str:
         if self.token_delay_ms:
             return f"paced {self.token_delay_ms:g} ms/token, {self.tokens} tokens"
+        if self.flush_each_token:
+            return f"zero delay, {self.tokens} tokens, each token written and flushed on its own"
         return f"zero delay, {self.tokens} tokens"
 
 
@@ -67,6 +71,8 @@ def upstream_argv(python: str, port: int, mode: Mode) -> list[str]:
             "--token-delay-ms", f"{mode.token_delay_ms:g}", "--served-model-name", MODEL]
     if mode.first_token_delay_ms:
         argv += ["--first-token-delay-ms", f"{mode.first_token_delay_ms:g}"]
+    if mode.flush_each_token:
+        argv.append("--flush-each-token")
     return argv
 
 
