@@ -39,6 +39,10 @@ from .supervisor import Supervisor
 from .templating import validate_inputs
 
 
+#: seconds between a service going down and the runs that use it being failed
+SERVICE_DOWN_GRACE = 0.1
+
+
 @dataclass
 class PreparedRun:
     """A validated request for a run, bound to the graph that was current when it came in."""
@@ -335,9 +339,19 @@ class FlowHost:
 
     def _service_changed(self, node_id: str, status: ServiceStatus) -> None:
         if status.state in (ServiceState.FAILED, ServiceState.RESTARTING):
+            # A service that died on its own: its runs get a moment to read what it sent
+            # before it went (on its way through the socket, maybe ready in this very turn of
+            # the loop); then their streams end cut short, or the interrupt fails them, and
+            # either names the service. One stopped on purpose (a reload): at once.
+            reason = f"service '{node_id}' went down: {status.reason}"
+            grace = SERVICE_DOWN_GRACE if status.state is ServiceState.FAILED else 0.0
+            loop = asyncio.get_running_loop()
             for record in list(self._active.values()):
                 if node_id in record.services:
-                    record.interrupt(RunStatus.FAILED, f"service '{node_id}' went down: {status.reason}")
+                    if grace:
+                        loop.call_later(grace, record.interrupt, RunStatus.FAILED, reason)
+                    else:
+                        record.interrupt(RunStatus.FAILED, reason)
         self._emit("service", {"node": node_id, "status": status})
 
     def _emit(self, event: str, data: dict[str, Any]) -> None:
