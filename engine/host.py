@@ -38,7 +38,6 @@ from .spec import ServerSpec
 from .supervisor import Supervisor
 from .templating import validate_inputs
 
-
 #: seconds between a service going down and the runs that use it being failed
 SERVICE_DOWN_GRACE = 0.1
 

@@ -48,7 +48,7 @@ class MapSpec(RunNodeSpec):
     #: keep only the items for which this holds (it compares the item unless it names a `value:`)
     where: Condition = None
     #: the node run once per item; `${item}` and `${index}` read the current one
-    node: "NodeSpec | None" = None
+    node: NodeSpec | None = None
     #: items in flight at once
     concurrency: int = Field(default=4, ge=1, le=1024)
     #: more items than this fail the node (an unbounded fan-out is a mistake more often than not)

@@ -8,7 +8,6 @@ import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
-
 _EOL = re.compile(r"\r\n|\n|\r")
 
 

@@ -30,8 +30,8 @@ from litestar.types import Receive, Scope, Send
 
 from ..engine.errors import FlowctlError
 from ..engine.host import FlowHost, PreparedRun
-from ..engine.runs import RunRecord, RunStatus
 from ..engine.node_events import NodeEvent
+from ..engine.runs import RunRecord, RunStatus
 from ..engine.scheduler import chunk_text
 from .errors import describe, log_unexpected
 from .ready_chunks import anext_or_flush
