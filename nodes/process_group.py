@@ -198,14 +198,7 @@ class ProcessGroup:
         return group
 
     async def _pump_output(self, fd: int, on_line: LineCallback, on_partial: LineCallback) -> None:
-        loop = asyncio.get_running_loop()
-        stream = asyncio.StreamReader(limit=_MAX_LINE, loop=loop)
-        pipe = os.fdopen(fd, "rb", buffering=0)
-        try:
-            transport, _protocol = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream, loop=loop), pipe)
-        except BaseException:
-            pipe.close()
-            raise
+        stream, transport = await _pipe_reader(fd)
         try:
             await self._split_lines(stream, on_line, on_partial)
         finally:

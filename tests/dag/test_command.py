@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.dag import run_flow
+from support.dag import consume, run_flow
 from support.procs import pid_alive
 from support.waiting import async_wait_until
 
@@ -135,17 +135,7 @@ async def test_running_past_the_timeout_kills_the_process_group(tmp_path: Path) 
 async def test_the_group_is_killed_when_the_run_is_cancelled(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     flow = load_flow_text(sleeper_flow(pid_file, timeout=60))
-
-    async def consume() -> None:
-        async with new_http_client() as http:
-            stream = run_workflow(flow, flow.default_workflow, {}, run_id="t", http=http, service_outputs={})
-            try:
-                async for _ in stream:
-                    pass
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
-
-    task = asyncio.get_running_loop().create_task(consume())
+    task = asyncio.get_running_loop().create_task(consume(flow))
     try:
         await async_wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2, timeout=10)
     finally:

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 
 import pytest
-from support.dag import chat_node, generations, only_generation, overlapped, run_flow, run_flow_outcome
+from support.dag import chat_node, consume, generations, only_generation, overlapped, run_flow, run_flow_outcome
 from support.fake import expected_text, expected_tokens
 from support.waiting import async_wait_until
 
@@ -81,17 +81,7 @@ async def test_the_first_failure_cancels_the_other_branches_and_names_its_node(u
 async def test_closing_the_run_closes_every_open_request(upstream) -> None:
     a, b, c = tags("a", "b", "c")
     flow = load_flow_text(fan_in_flow(upstream, a, b, c, a_fake={"tokens": 10, "hang_after_tokens": 1}, b_fake={"tokens": 10, "hang_after_tokens": 1}))
-
-    async def consume() -> None:
-        async with new_http_client() as http:
-            stream = run_workflow(flow, flow.default_workflow, {}, run_id="t", http=http, service_outputs={})
-            try:
-                async for _ in stream:
-                    pass
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
-
-    task = asyncio.get_running_loop().create_task(consume())
+    task = asyncio.get_running_loop().create_task(consume(flow))
     try:
         await async_wait_until(lambda: len(generations(upstream, a)) == 1 and len(generations(upstream, b)) == 1, message="both branches started")
     finally:

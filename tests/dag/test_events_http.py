@@ -21,6 +21,15 @@ from flowctl.nodes.sse_parser import iter_sse_events
 def fan_in_flow(port: int) -> str:
     argv = json.dumps(fake_vllm_argv(port, quiet=True))
     chat = f"url: http://127.0.0.1:{port}/v1/chat/completions"
+    drafts = "".join(f"""  {name}:
+    type: http-stream
+    needs: [llm]
+    {chat}
+    headers: {{x-fake-tokens: "4", x-fake-token-delay-ms: "30"}}
+    body: {{model: qwen2-7b-instruct, stream: false, messages: [{{role: user, content: "${{input.topic}}"}}]}}
+    stream_format: null
+    output: ${{response.choices[0].message.content}}
+""" for name in ("draft_a", "draft_b"))
     return f"""
 nodes:
   llm:
@@ -29,23 +38,7 @@ nodes:
     port: {port}
     readiness: {{http: /v1/models, interval: 0.05}}
     restart: never
-  draft_a:
-    type: http-stream
-    needs: [llm]
-    {chat}
-    headers: {{x-fake-tokens: "4", x-fake-token-delay-ms: "30"}}
-    body: {{model: qwen2-7b-instruct, stream: false, messages: [{{role: user, content: "${{input.topic}}"}}]}}
-    stream_format: null
-    output: ${{response.choices[0].message.content}}
-  draft_b:
-    type: http-stream
-    needs: [llm]
-    {chat}
-    headers: {{x-fake-tokens: "4", x-fake-token-delay-ms: "30"}}
-    body: {{model: qwen2-7b-instruct, stream: false, messages: [{{role: user, content: "${{input.topic}}"}}]}}
-    stream_format: null
-    output: ${{response.choices[0].message.content}}
-  merge:
+{drafts}  merge:
     type: http-stream
     needs: [llm]
     {chat}

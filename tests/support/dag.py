@@ -92,3 +92,15 @@ def overlapped(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Both generations were active at one moment, by the upstream's own clock."""
     assert a["end"] is not None and b["end"] is not None, (a, b)
     return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+async def consume(flow: Any) -> None:
+    """Run a compiled flow's default workflow to its end, dropping its output (a test that
+    cancels the task running this checks what closing a run does)."""
+    async with new_http_client() as http:
+        stream = run_workflow(flow, flow.default_workflow, {}, run_id="t", http=http, service_outputs={})
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
