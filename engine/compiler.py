@@ -193,7 +193,7 @@ class _Compiler:
         kind = spec.kind
         if ref.source in _KIND_SOURCES[kind] or ref.source in spec.field_sources.get(field, ()) or (inner and ref.source in _ITEM_SOURCES):
             return
-        owners = [f"an {name} node's `{f}:`" for name, (cls, _) in NODE_TYPES.items() for f, sources in cls.field_sources.items() if ref.source in sources]
+        owners = [f"{_article(name)} {name} node's `{f}:`" for name, (cls, _) in NODE_TYPES.items() for f, sources in cls.field_sources.items() if ref.source in sources]
         if ref.source in _ITEM_SOURCES:
             owners.insert(0, "a map's per-item `node:`")
         if kind is NodeKind.SERVICE and ref.source in _KIND_SOURCES[NodeKind.RUN]:
@@ -278,7 +278,7 @@ class _Compiler:
         run_nodes = tuple(n for n in order if not nodes[n].is_service)
         services = tuple(n for n in order if nodes[n].is_service)
         streamed = self._streamed_nodes(run_nodes, nodes, where)
-        fallbacks = frozenset(nodes[n].fallback for n in run_nodes if nodes[n].fallback)  # type: ignore[misc]
+        fallbacks = frozenset(fallback for n in run_nodes if (fallback := nodes[n].fallback))
         if output in fallbacks:
             self.error(f"workflow '{workflow_id}' outputs '{output}', which only runs as a fallback", (*where, "output"))
         tasks = tuple(n for n in run_nodes if n not in streamed and n not in fallbacks and n != output)
@@ -322,13 +322,13 @@ class _Compiler:
     def _members(self, output: str, nodes: dict[str, CompiledNode], graph: nx.DiGraph) -> set[str]:
         """The output and everything it depends on, plus the fallbacks of those (and what
         the fallbacks read): a fallback is not upstream of anything, yet runs in place of one."""
-        members = nx.ancestors(graph, output) | {output}
+        members: set[str] = set(nx.ancestors(graph, output)) | {output}
         pending = [n for n in members if nodes[n].fallback in nodes]
         while pending:
             fallback = nodes[pending.pop()].fallback
             if fallback is None or fallback in members:
                 continue
-            added = (nx.ancestors(graph, fallback) | {fallback}) - members
+            added = (set(nx.ancestors(graph, fallback)) | {fallback}) - members
             members |= added
             pending += [n for n in added if nodes[n].fallback in nodes]
         return members
@@ -446,3 +446,8 @@ def _condition_text(condition: Any) -> str:
     import json
 
     return json.dumps(condition, separators=(", ", ": "), ensure_ascii=False, default=str)
+
+
+def _article(word: str) -> str:
+    """`an http-stream`, `a map`: by the sound of the first letter."""
+    return "an" if word[:1] in "aeiou" or word.startswith("http") else "a"

@@ -81,7 +81,7 @@ def _subtitle(data: dict[str, Any]) -> str:
 
 
 def _edge_label(data: dict[str, Any]) -> str | None:
-    edge = data.get("edge")
+    edge = str(data.get("edge"))
     if edge == "route":
         return " | ".join(data.get("cases") or []) or "route"
     if edge in ("stream", "fallback"):

@@ -87,7 +87,7 @@ class _UpstreamClient(httpx.AsyncClient):
 
     _no_cookies = _Cookieless()
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> httpx.Cookies:
         return self._no_cookies
 

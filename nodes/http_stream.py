@@ -372,7 +372,7 @@ def _reason(exc: BaseException) -> str:
 
 #: the C scanner behind `json.loads`, called without its two Python frames and two regex
 #: matches per call: `(value, end)` for the JSON value at an index, StopIteration if none
-_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed types its argument oddly
 
 
 def _loads(node_id: str, shown: str, data: str) -> Any:

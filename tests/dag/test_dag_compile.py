@@ -82,7 +82,7 @@ def test_the_plan_of_a_fan_out_fan_in() -> None:
               out: {type: value, value: "${item}"}
             workflows: {w: {output: out}}
             """,
-            "flow.yml:2:29: 'item' is only defined in a map's `node:` and `where:`",
+            "flow.yml:2:29: 'item' is only defined in a map's per-item `node:` or a map node's `where:`",
         ),
         (
             """\
