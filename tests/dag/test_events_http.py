@@ -15,6 +15,8 @@ from support.flowctl_up import UpHandle, start_up
 from support.paths import PYTHON, REPO_ROOT
 from support.procs import free_port
 
+from flowctl.engine.export import to_dot, to_json
+from flowctl.engine.flow import load_flow
 from flowctl.nodes.sse_parser import iter_sse_events
 
 
@@ -145,9 +147,10 @@ workflows:
     assert "<small>when $#123;input.ok as boolean #124; true#125;</small>" in mermaid
     assert 'n_each{{"each<br/><i>map: each value</i>"}}' in mermaid
     assert "n_coder -.->|fallback| n_spare" in mermaid
-    dot = run_cli("graph", str(flow), "--format", "dot").stdout
+    compiled = load_flow(flow)  # the other formats in-process: the command line is shown above
+    dot = to_dot(compiled)
     assert '"route" [label="route\\nswitch", shape=diamond];' in dot
     assert '"coder" -> "spare" [style=dotted, label="fallback"];' in dot
-    data = json.loads(run_cli("graph", str(flow), "--format", "json").stdout)
+    data = json.loads(to_json(compiled))
     edges = {(e["source"], e["target"]): e for e in data["edges"]}
     assert edges["route", "coder"]["edge"] == "route" and edges["route", "coder"]["cases"] == ["code: equals code"]
