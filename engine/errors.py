@@ -148,13 +148,15 @@ class MissingValueError(TemplateError):
 
 
 class CastError(TemplateError):
-    """A value did not convert to the type named after `as`."""
+    """A value did not convert to the type named after `as`. `expected` says what would have
+    (`one of: low, high` for a select); by default `a valid <type>`."""
 
-    def __init__(self, path: str, value: object, type_name: str) -> None:
+    def __init__(self, path: str, value: object, type_name: str, *, expected: str | None = None) -> None:
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        super().__init__(f"'{path}' is {shown}, which is not a valid {type_name}")
+        self.expected = expected or f"a valid {type_name}"
+        super().__init__(f"'{path}' is {shown}, which is not {self.expected}")
         self.path = path
         self.value = value
         self.type_name = type_name

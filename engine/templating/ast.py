@@ -13,21 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .types import TYPE_NAMES, TypeSpec
+
 SOURCES: Final[tuple[str, ...]] = ("input", "env", "nodes", "response", "response[]", "run", "request", "item", "index")
 
-TYPES: Final[tuple[str, ...]] = (
-    "text",
-    "string",
-    "raw",
-    "number",
-    "integer",
-    "boolean",
-    "json",
-    "object",
-    "list",
-    "stream/text",
-    "stream/json",
-)
+#: every type name a template may write after `as` (see `types.py` for subtypes and formats)
+TYPES: Final[tuple[str, ...]] = TYPE_NAMES
 
 STREAM_TYPES: Final[frozenset[str]] = frozenset({"stream/text", "stream/json"})
 
@@ -40,8 +31,30 @@ TYPE_ALIASES: Final[dict[str, str]] = {
     "dict": "object",
     "map": "object",
     "array": "list",
-    "stream": "stream/text",
 }
+
+
+class _Wildcard:
+    """The path step `[*]`: the rest of the path, read from every item of a list."""
+
+    _instance: _Wildcard | None = None
+
+    def __new__(cls) -> _Wildcard:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "WILDCARD"
+
+    def __reduce__(self) -> str:
+        return "WILDCARD"
+
+
+WILDCARD: Final = _Wildcard()
+
+#: one step of a path: a key, an index, or `[*]`
+Step = str | int | _Wildcard
 
 
 class _NoDefault:
@@ -78,11 +91,13 @@ def value_type(name: str | None) -> str | None:
     return "text" if name == "raw" else name
 
 
-def format_path(source: str, path: tuple[str | int, ...]) -> str:
-    """Write a source and path back as text: `response[].choices[0]["a b"]`."""
+def format_path(source: str, path: tuple[Step, ...]) -> str:
+    """Write a source and path back as text: `response[].choices[0]["a b"]`, `input.xs[*].id`."""
     out = [source]
     for seg in path:
-        if isinstance(seg, int):
+        if seg is WILDCARD:
+            out.append("[*]")
+        elif isinstance(seg, int):
             out.append(f"[{seg}]")
         elif _is_plain_name(seg):
             out.append(f".{seg}")
@@ -92,23 +107,31 @@ def format_path(source: str, path: tuple[str | int, ...]) -> str:
     return "".join(out)
 
 
-def _is_plain_name(seg: str) -> bool:
+def _is_plain_name(seg: str | _Wildcard) -> bool:
+    assert isinstance(seg, str)
     return bool(seg) and (seg[0].isalpha() or seg[0] == "_") and all(c.isalnum() or c in "_-" for c in seg)
 
 
 @dataclass(frozen=True)
 class Reference:
-    """One `${source.path as type | default}` as written.
+    """One `${source.path as type | default @(annotation ...)}` as written.
 
-    `type` is normalised (`string` is stored as `text`); `default` is the YAML-parsed
-    default, not yet cast, or `NO_DEFAULT`.
+    `type` is the value type the reference is cast to (`string` and `select/...` are stored as
+    `text`, `T[]` as `list`), `spec` the whole `as` clause (options, projection, media type,
+    format), or None without one. `default` is the YAML-parsed default, not yet cast, another
+    `Reference` (a fallback: `| ${env.X}`), or `NO_DEFAULT`. `annotations` are the `@(name
+    text)` pairs, in order. `optional` marks a reference that is itself a fallback: it is read
+    only when the one before it is missing.
     """
 
     source: str
-    path: tuple[str | int, ...]
+    path: tuple[Step, ...]
     type: str | None
     default: Any
     text: str
+    spec: TypeSpec | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
+    optional: bool = False
 
     @property
     def dotted(self) -> str:
@@ -118,6 +141,14 @@ class Reference:
     @property
     def has_default(self) -> bool:
         return self.default is not NO_DEFAULT
+
+    @property
+    def fallback(self) -> Reference | None:
+        """The reference read when this one is missing (`| ${...}`), if any."""
+        return self.default if isinstance(self.default, Reference) else None
+
+    def annotation(self, name: str) -> str | None:
+        return next((value for key, value in self.annotations if key == name), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,15 @@ Rules (each failure raises `CastError(path, value, type)`):
 - `json`: a string is JSON-parsed; any other value (None included) passes through.
 - `object` / `list`: a dict / list (a tuple becomes a list), or a JSON string of one.
 - `stream/text` / `stream/json`: see `stream_cast`.
+- `base64`: bytes become base64 text; a data URI gives its payload; other text is taken to be
+  base64 already (a media input arrives as text).
+- `image`, `audio`, `video`, `file`, `model-3d` (media): a URL, data URI or base64 text as is;
+  bytes become base64 text (`;data-uri` makes them a data URI of the subtype's MIME type).
+- `any`: the value as it is.
+
+`caster_for_spec` adds what a whole `as` clause says (`types.TypeSpec`): `select/a,b` only
+lets its options through (the error lists them), `object/a,b.c` keeps those paths (named by
+their last step), and `T[]` casts each item of a list.
 
 `None` is not a valid value for any type but `json` (and the streams, as a chunk); the
 evaluator treats a null as missing for those types before it gets here.
@@ -24,6 +33,7 @@ evaluator treats a null as missing for those types before it gets here.
 
 from __future__ import annotations
 
+import base64
 import collections.abc
 import datetime as _dt
 import json
@@ -35,6 +45,7 @@ from typing import Any
 from ..errors import CastError, TemplateError
 from .ast import TYPE_ALIASES, TYPES, normalise_type
 from .parser import did_you_mean
+from .types import TypeSpec
 
 _NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _INTEGER = re.compile(r"[-+]?[0-9]+")
@@ -284,6 +295,42 @@ def _stream_json(value: Any, path: str) -> StreamCast:
     return stream_cast(value, "stream/json")
 
 
+# -- encoded values and media ----------------------------------------------------------
+
+
+def _data_uri_payload(text: str) -> str | None:
+    """The base64 payload of a `data:...;base64,` URI, else None."""
+    if not text.startswith("data:"):
+        return None
+    meta, comma, payload = text.partition(",")
+    return payload if comma and meta.endswith(";base64") else None
+
+
+def _base64(value: Any, path: str) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, str):
+        payload = _data_uri_payload(value)
+        return value if payload is None else payload
+    raise CastError(path, value, "base64", expected="base64 text or bytes")
+
+
+def _media_caster(name: str, mime: str, fmt: str | None) -> Callable[[Any, str], str]:
+    def media(value: Any, path: str) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (bytes, bytearray)):
+            encoded = base64.b64encode(bytes(value)).decode("ascii")
+            return f"data:{mime};base64,{encoded}" if fmt == "data-uri" else encoded
+        raise CastError(path, value, name, expected=f"{'an' if name[0] in 'aeiou' else 'a'} {name} (a URL, a data URI or base64 text)")
+
+    return media
+
+
+def _any(value: Any, path: str) -> Any:
+    return value
+
+
 CASTERS: dict[str, Callable[[Any, str], Any]] = {
     "text": _text,
     "raw": _text,
@@ -293,9 +340,53 @@ CASTERS: dict[str, Callable[[Any, str], Any]] = {
     "json": _json,
     "object": _object,
     "list": _list,
+    "base64": _base64,
+    "any": _any,
     "stream/text": _stream_text,
     "stream/json": _stream_json,
 }
+
+
+def caster_for_spec(spec: TypeSpec) -> Callable[[Any, str], Any]:
+    """The function that casts to a whole `as` clause (options, projection, lists, media)."""
+    if spec.is_list:
+        each = caster_for_spec(spec.item)
+
+        def each_item(value: Any, path: str) -> list[Any]:
+            return [each(item, f"{path}[{index}]") for index, item in enumerate(_list(value, path))]
+
+        return each_item
+    if spec.media_type is not None:
+        mime = spec.media_type if spec.subtype else "application/octet-stream"
+        return _media_caster(spec.name, mime, spec.format)
+    options = spec.options
+    if options is not None:
+        allowed = frozenset(options)
+        expected = "one of: " + ", ".join(options)
+
+        def select(value: Any, path: str) -> str:
+            text = _text(value, path)
+            if text not in allowed:
+                raise CastError(path, value, "select", expected=expected)
+            return text
+
+        return select
+    projection = spec.projection
+    if projection is not None:
+        paths = [(tuple(step for step in p.split(".") if step), p.rsplit(".", 1)[-1]) for p in projection]
+
+        def project(value: Any, path: str) -> dict[str, Any]:
+            whole = _object(value, path)
+            result: dict[str, Any] = {}
+            for steps, key in paths:
+                current: Any = whole
+                for step in steps:
+                    current = current.get(step) if isinstance(current, Mapping) else None
+                result[key] = current
+            return result
+
+        return project
+    return caster_for(spec.value_type)
 
 
 def caster_for(type_name: str) -> Callable[[Any, str], Any]:

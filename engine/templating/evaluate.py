@@ -10,11 +10,15 @@ The scope maps a source name (`input`, `env`, `nodes`, `response`, `response[]`,
 `request`) to its value. A path step `.name`/`["key"]` reads a mapping; `[n]` reads a list
 or tuple (negative from the end). Nothing else is stepped into: a string is not indexed.
 
+A `[*]` step reads the rest of the path from every item of a list and gives the list of
+results (an item that lacks it gives None): `${response.data[*].url}`.
+
 Missing values: a path that is not there, with no default, raises `MissingValueError`
 naming the full path (`input.prompt`). A value that is there but null counts as present
 only when there is no `as` type or the type is `json`; for every other type a null is
 treated as missing (so the default applies, or the error is raised). A null default
-(`| null`) is used as is, uncast: it says "nothing" on purpose.
+(`| null`) is used as is, uncast: it says "nothing" on purpose. A default that is itself a
+`${...}` is a fallback: it is read (and cast to the outer type) only when the value is missing.
 
 A node the scheduler skipped is `SKIPPED` in `nodes`: any path into it reads as its default,
 or null without one (not an error: skipping is a decision the flow made, see docs/dag.md).
@@ -31,8 +35,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from ..errors import CastError, MissingValueError, TemplateError
-from .ast import NO_DEFAULT, STREAM_TYPES, Expr, Part, Reference, Text, format_path
-from .cast import caster_for, to_text
+from .ast import NO_DEFAULT, STREAM_TYPES, WILDCARD, Expr, Part, Reference, Step, Text, format_path
+from .cast import caster_for_spec, to_text
 from .parser import parse_parts
 
 
@@ -53,8 +57,10 @@ _RAISE: Final = _Sentinel("RAISE")  # on_missing: raise MissingValueError
 Resolver = Callable[[Mapping[str, Any]], Any]
 
 
-def _step(cur: Any, seg: str | int) -> Any:
+def _step(cur: Any, seg: Step) -> Any:
     """One path step on anything but a plain dict or list (the slow, general case)."""
+    if seg is WILDCARD:
+        return MISSING
     if isinstance(seg, int):
         if isinstance(cur, (list, tuple)):
             try:
@@ -70,9 +76,26 @@ def _step(cur: Any, seg: str | int) -> Any:
     return MISSING
 
 
-def path_walker(path: tuple[str | int, ...]) -> Callable[[Any], Any]:
+def _walk(cur: Any, path: tuple[Step, ...]) -> Any:
+    """The value at `path` inside `cur`, or MISSING; `[*]` maps the rest over a list."""
+    for index, seg in enumerate(path):
+        if seg is WILDCARD:
+            if not isinstance(cur, (list, tuple)):
+                return MISSING
+            rest = path[index + 1 :]
+            results = [_walk(item, rest) for item in cur]
+            return [None if value is MISSING else value for value in results]
+        cur = _step(cur, seg)
+        if cur is MISSING:
+            return MISSING
+    return cur
+
+
+def path_walker(path: tuple[Step, ...]) -> Callable[[Any], Any]:
     """A function: value -> the value at `path` inside it, or MISSING. No exceptions on the
-    happy path; plain dicts and lists take the fast branch."""
+    happy path; plain dicts and lists take the fast branch (`[*]` the general one)."""
+    if WILDCARD in path:
+        return lambda cur: _walk(cur, path)
     dict_ = dict
     list_ = list
     int_ = int
@@ -168,11 +191,12 @@ def _evaluator(expr: Expr, template: str) -> Callable[[Mapping[str, Any], Any], 
     type_name = ref.type
     missing = MISSING
     null_is_missing = type_name is not None and type_name != "json"
-    caster = caster_for(type_name) if type_name is not None else None
+    caster = caster_for_spec(ref.spec) if ref.spec is not None else None
     has_default = ref.default is not NO_DEFAULT
     default = ref.default
+    fallback = _evaluator(Expr(ref.fallback, expr.start, expr.end), template) if ref.fallback is not None else None
     default_is_lazy = False  # a stream default is cast on each render (a fresh iterator)
-    if has_default and default is not None and caster is not None:
+    if has_default and fallback is None and default is not None and caster is not None:
         if type_name in STREAM_TYPES:
             default_is_lazy = True
         else:
@@ -188,6 +212,11 @@ def _evaluator(expr: Expr, template: str) -> Callable[[Mapping[str, Any], Any], 
     reads_node = ref.source == "nodes" and bool(ref.path)
 
     def on_absent(scope: Mapping[str, Any], on_missing: Any) -> Any:
+        if fallback is not None:
+            value = fallback(scope, on_missing)
+            if value is MISSING or value is on_missing or caster is None or value is None:
+                return value
+            return caster(value, dotted)
         if has_default:
             return caster(default, dotted) if default_is_lazy else default  # type: ignore[misc]
         if reads_node and _skipped(scope, ref.path[0]):
@@ -215,6 +244,14 @@ def _evaluator(expr: Expr, template: str) -> Callable[[Mapping[str, Any], Any], 
     return evaluate_typed
 
 
+def _with_fallbacks(reference: Reference) -> tuple[Reference, ...]:
+    """A reference and the fallbacks in its default (`${a | ${b | ${c}}}` gives a, b, c)."""
+    chain = [reference]
+    while chain[-1].fallback is not None:
+        chain.append(chain[-1].fallback)  # type: ignore[arg-type]
+    return tuple(chain)
+
+
 class Template:
     """One parsed string. `render(scope)` gives the value:
 
@@ -229,7 +266,7 @@ class Template:
         self.text = text
         self.parts = parts
         exprs = [p for p in parts if isinstance(p, Expr)]
-        self.references: tuple[Reference, ...] = tuple(e.reference for e in exprs)
+        self.references: tuple[Reference, ...] = tuple(r for e in exprs for r in _with_fallbacks(e.reference))
         self.is_literal = not exprs
         self.is_whole = len(parts) == 1 and bool(exprs)
         self._literal: str | None = None

@@ -1,12 +1,17 @@
 """Split a template string into tokens.
 
 Outside `${...}` everything is `TEXT` (with `$${` turned into a literal `${`). Inside,
-the lexer yields names, numbers, quoted strings and punctuation; after a `|` it reads the
-whole default as one `DEFAULT` token (quoted, a flow `[...]`/`{...}`, or plain text up to
-the closing `}`), because a default is YAML, not template syntax.
+the lexer yields names, numbers, quoted strings and punctuation. Three parts are read whole,
+because they are not template syntax: the type after `as` is one `TYPE` token (`select/a,b`,
+`audio/mp3;base64`), the default after `|` is one `DEFAULT` token (quoted, a flow
+`[...]`/`{...}`, or plain text up to the closing `}` or an annotation), unless it is itself
+a `${...}` (a fallback reference, lexed as a nested expression), and `@(name text)` is one
+`ANNOTATION` token.
 
     >>> [t.kind for t in tokenize("a${input.x | 1}")]
     ['TEXT', 'OPEN', 'NAME', 'DOT', 'NAME', 'PIPE', 'DEFAULT', 'CLOSE', 'END']
+    >>> [t.value for t in tokenize("${input.x as select/a,b | a @(description Pick one)}")][4:]
+    ['as', 'select/a,b', '|', 'a', 'description Pick one', '}', '']
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from typing import Literal
 from ..errors import TemplateError
 
 Kind = Literal[
-    "TEXT", "OPEN", "NAME", "INT", "STRING", "DOT", "LBRACKET", "RBRACKET", "SLASH", "PIPE", "DEFAULT", "CLOSE", "END"
+    "TEXT", "OPEN", "NAME", "INT", "STRING", "DOT", "LBRACKET", "RBRACKET", "STAR", "SLASH", "PIPE", "DEFAULT",
+    "TYPE", "ANNOTATION", "CLOSE", "END",
 ]
 
-_PUNCT: dict[str, Kind] = {".": "DOT", "[": "LBRACKET", "]": "RBRACKET", "/": "SLASH", "|": "PIPE", "}": "CLOSE"}
+_PUNCT: dict[str, Kind] = {".": "DOT", "[": "LBRACKET", "]": "RBRACKET", "*": "STAR", "/": "SLASH", "|": "PIPE", "}": "CLOSE"}
 
 _ESCAPES = {
     "0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r",
@@ -81,6 +87,7 @@ def _unclosed(text: str, open_at: int) -> TemplateError:
 def _expression(text: str, i: int, open_at: int) -> Generator[Token, None, int]:
     """Tokens of one expression, from just after `${` through its `}`; returns the index after it."""
     n = len(text)
+    previous = "OPEN"
     while True:
         start = i
         while i < n and text[i].isspace():
@@ -93,32 +100,90 @@ def _expression(text: str, i: int, open_at: int) -> Generator[Token, None, int]:
             j = i + 1
             while j < n and (text[j].isalnum() or text[j] in "_-"):
                 j += 1
-            yield Token("NAME", text[i:j], i, j, space)
+            word = text[i:j]
+            yield Token("NAME", word, i, j, space)
             i = j
+            if word == "as" and space and previous not in ("DOT", "LBRACKET"):
+                i = yield from _type(text, i, open_at)
+                previous = "TYPE"
+                continue
+            previous = "NAME"
         elif ch.isdigit() or (ch == "-" and i + 1 < n and text[i + 1].isdigit()):
             j = i + 1
             while j < n and text[j].isdigit():
                 j += 1
             yield Token("INT", text[i:j], i, j, space)
             i = j
+            previous = "INT"
         elif ch in "\"'":
             value, j = _quoted(text, i, open_at)
             yield Token("STRING", value, i, j, space, ch)
             i = j
+            previous = "STRING"
         elif ch == "|":
             yield Token("PIPE", "|", i, i + 1, space)
-            token = _default(text, i + 1, open_at)
+            j = i + 1
+            while j < n and text[j].isspace():
+                j += 1
+            if text.startswith("${", j):
+                # a fallback reference: `${input.channel | ${env.DEFAULT_CHANNEL}}`
+                yield Token("OPEN", "${", j, j + 2, True)
+                i = yield from _expression(text, j + 2, j)
+            else:
+                token = _default(text, i + 1, open_at)
+                yield token
+                i = token.end
+            previous = "DEFAULT"
+        elif ch == "@" and text.startswith("@(", i):
+            token = _annotation(text, i, open_at)
             yield token
             i = token.end
+            previous = "ANNOTATION"
         elif ch in _PUNCT:
             yield Token(_PUNCT[ch], ch, i, i + 1, space)
             i += 1
             if ch == "}":
                 return i
+            previous = _PUNCT[ch]
         elif ch == "$" and text.startswith("${", i):
             raise _error("a '${' cannot be nested inside another", text, i, "templates do not nest")
         else:
             raise _error(f"unexpected character {ch!r}", text, i)
+
+
+def _type(text: str, i: int, open_at: int) -> Iterator[Token]:
+    """The type after `as`, read whole (up to a space, `|` or `}`) as one TYPE token."""
+    n = len(text)
+    while i < n and text[i].isspace():
+        i += 1
+    j = i
+    while j < n and not text[j].isspace() and text[j] not in "|}" and not text.startswith("@(", j):
+        j += 1
+    if j >= n:
+        raise _unclosed(text, open_at)
+    if j > i:
+        yield Token("TYPE", text[i:j], i, j, True)
+    return j
+
+
+def _annotation(text: str, i: int, open_at: int) -> Token:
+    """`@(name text)`: the token's value is `name text`; parentheses inside are balanced."""
+    n = len(text)
+    depth = 0
+    j = i + 1
+    while j < n:
+        ch = text[j]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                body = text[i + 2 : j].strip()
+                if not body:
+                    raise _error("an empty annotation", text, i, "write @(description some text)")
+                return Token("ANNOTATION", body, i, j + 1, True)
+        j += 1
+    raise _error("unclosed '@(' annotation", text, i, "end it with ')'")
 
 
 def _quoted(text: str, i: int, open_at: int) -> tuple[str, int]:
@@ -169,7 +234,7 @@ def _default(text: str, i: int, open_at: int) -> Token:
         k = j
         while k < n and text[k].isspace():
             k += 1
-        if k < n and text[k] != "}":
+        if k < n and text[k] != "}" and not text.startswith("@(", k):
             raise _error(
                 "unexpected text after the quoted default", text, k, "put the whole default inside the quotes"
             )
@@ -180,9 +245,11 @@ def _default(text: str, i: int, open_at: int) -> Token:
     j = i
     while j < n and text[j] != "}":
         if text.startswith("${", j):
-            raise _error("a '${' cannot be nested inside a default", text, j, "defaults are plain values")
+            raise _error("a '${' cannot be nested inside a default", text, j, "a default is a plain value, or one whole ${...}")
         if text[j] == "|":
             raise _error("a default can hold '|' only when quoted", text, j, "write the default in quotes: | \"a|b\"")
+        if text.startswith("@(", j) and text[j - 1].isspace():
+            break  # an annotation after the default
         j += 1
     if j >= n:
         raise _unclosed(text, open_at)

@@ -2,10 +2,12 @@
 
 Grammar, inside `${` ... `}`:
 
-    expr    = source path? ("as" type)? ("|" default)?
-    source  = "input" | "env" | "nodes" | "response" | "response[]" | "run" | "request"
-    path    = ("." NAME | "[" INT "]" | "[" STRING "]")*      no spaces between steps
-    type    = NAME ("/" NAME)?
+    expr       = source path? ("as" type)? ("|" default)? annotation*
+    source     = "input" | "env" | "nodes" | "response" | "response[]" | "run" | "request"
+    path       = ("." NAME | "[" INT "]" | "[" STRING "]" | "[*]")*     no spaces between steps
+    type       = NAME ("[]")? ("/" SUBTYPE)? ("[" ATTRS "]")? (";" FORMAT)?   see types.py
+    default    = a YAML scalar or flow collection | "${" expr "}"   (a fallback reference)
+    annotation = "@(" NAME text ")"                                 e.g. @(description The city)
 
 Every error is a `TemplateError` carrying the whole string and the 0-based offset of
 the problem, with a did-you-mean hint where a name is close to a known one.
@@ -23,9 +25,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import TemplateError
-from .ast import NO_DEFAULT, SOURCES, TYPE_ALIASES, TYPES, Expr, Part, Reference, Text, normalise_type
+from .ast import NO_DEFAULT, SOURCES, TYPE_ALIASES, TYPES, WILDCARD, Expr, Part, Reference, Step, Text
 from .lexer import Token, tokenize
 from .scalar import load_flow, resolve_plain
+from .types import TypeSpec, TypeSyntaxError, parse_type
 
 _PLAIN_SOURCES = tuple(s for s in SOURCES if s != "response[]")
 
@@ -95,22 +98,31 @@ class _Parser:
                 parts.append(self.expression())
         return tuple(parts)
 
-    def expression(self) -> Expr:
+    def expression(self, optional: bool = False) -> Expr:
         opener = self.advance()
         source = self.source()
         path = self.path(source)
-        type_name = self.type_clause()
+        spec = self.type_clause()
         default: Any = NO_DEFAULT
         default_at = -1
         if self.tok.kind == "PIPE":
             self.advance()
-            token = self.advance()  # the lexer always yields DEFAULT after PIPE
-            default, default_at = self.default_value(token), token.start
+            if self.tok.kind == "OPEN":  # a fallback reference: `| ${env.X}`
+                default_at = self.tok.start
+                default = self.expression(optional=True).reference
+            else:
+                token = self.advance()  # the lexer always yields DEFAULT after PIPE
+                default, default_at = self.default_value(token), token.start
+        annotations = []
+        while self.tok.kind == "ANNOTATION":
+            name, _, value = self.advance().value.partition(" ")
+            annotations.append((name, value.strip()))
         if self.tok.kind != "CLOSE":
-            expect = "'}'" if default_at >= 0 else ("'|' or '}'" if type_name else "'as', '|' or '}'")
+            expect = "'}'" if default_at >= 0 else ("'|' or '}'" if spec else "'as', '|' or '}'")
             raise self.unexpected(expect)
         closer = self.advance()
-        reference = Reference(source, tuple(path), type_name, default, self.text[opener.start : closer.end])
+        type_name = spec.value_type if spec is not None else None
+        reference = Reference(source, tuple(path), type_name, default, self.text[opener.start : closer.end], spec, tuple(annotations), optional)
         return Expr(reference, opener.start, closer.end, default_at)
 
     def source(self) -> str:
@@ -134,8 +146,8 @@ class _Parser:
                 return "response[]"
         return name
 
-    def path(self, source: str) -> list[str | int]:
-        path: list[str | int] = []
+    def path(self, source: str) -> list[Step]:
+        path: list[Step] = []
         while self.tok.kind in ("DOT", "LBRACKET") and not self.tok.space_before:
             step = self.advance()
             token = self.tok
@@ -149,6 +161,9 @@ class _Parser:
                 path.append(int(self.advance().value))
             elif token.kind == "STRING":
                 path.append(self.advance().value)
+            elif token.kind == "STAR":
+                self.advance()
+                path.append(WILDCARD)
             elif token.kind == "RBRACKET":
                 hint = "only 'response[]' (the current stream chunk) is written with an empty '[]'"
                 raise self.error("expected an index or a quoted key inside '[]'", token.start, hint)
@@ -165,31 +180,26 @@ class _Parser:
             self.advance()
         return path
 
-    def type_clause(self) -> str | None:
+    def type_clause(self) -> TypeSpec | None:
         if not (self.tok.kind == "NAME" and self.tok.value == "as"):
             return None
         keyword = self.advance()
         token = self.tok
-        if token.kind != "NAME":
+        if token.kind != "TYPE":
             raise self.error(
                 f"expected a type after 'as', found {_describe(token)}",
                 token.start if token.kind != "END" else keyword.end,
                 "types: " + ", ".join(TYPES),
             )
         self.advance()
-        name = token.value
-        if self.at("SLASH") and not self.tok.space_before:
-            self.advance()
-            part = self.tok
-            if part.kind != "NAME" or part.space_before:
-                hint = "stream types: stream/text, stream/json"
-                raise self.error(f"expected a type after '{name}/'", self.tok.start, hint)
-            self.advance()
-            name = f"{name}/{part.value}"
-        if name not in TYPES:
-            hint = did_you_mean(name, TYPES, TYPE_ALIASES) or "types: " + ", ".join(TYPES)
-            raise self.error(f"unknown type '{name}'", token.start, hint)
-        return normalise_type(name)
+        try:
+            return parse_type(token.value)
+        except TypeSyntaxError as exc:
+            hint = exc.hint
+            if exc.message.startswith("unknown type"):
+                word = token.value.split("[", 1)[0].split(";", 1)[0]
+                hint = did_you_mean(word, TYPES, TYPE_ALIASES) or did_you_mean(word.split("/", 1)[0], TYPES, TYPE_ALIASES) or "types: " + ", ".join(TYPES)
+            raise self.error(exc.message, token.start + exc.offset, hint) from None
 
     def default_value(self, token: Token) -> Any:
         if token.quote in ("'", '"'):
