@@ -152,7 +152,32 @@ function buildForm(schema) {
     div.appendChild(label);
     let input;
     const type = prop.type;
-    if (type === "boolean") {
+    if (Array.isArray(prop.enum)) {
+      // a select input (`as select/a,b,c`): its options, the default chosen
+      input = document.createElement("select");
+      if (!required.has(name) && prop.default === undefined) input.appendChild(new Option("", ""));
+      for (const option of prop.enum) {
+        input.appendChild(new Option(String(option), String(option), false, option === prop.default));
+      }
+    } else if (prop["x-flowctl-media"]) {
+      // a media input: a URL, a data URI or base64 text; a chosen file becomes a data URI
+      input = document.createElement("input");
+      input.type = "text";
+      input.placeholder = "URL or base64 (" + (prop.contentMediaType || prop["x-flowctl-media"]) + ")";
+      const file = document.createElement("input");
+      file.type = "file";
+      file.className = "media-file";
+      if (prop.contentMediaType) file.accept = prop.contentMediaType;
+      const target = input;
+      file.addEventListener("change", () => {
+        const chosen = file.files && file.files[0];
+        if (!chosen) return;
+        const reader = new FileReader();
+        reader.onload = () => { target.value = String(reader.result); };
+        reader.readAsDataURL(chosen);
+      });
+      div.appendChild(file);
+    } else if (type === "boolean") {
       input = document.createElement("input");
       input.type = "checkbox";
       input.checked = prop.default === true;
@@ -185,7 +210,7 @@ function buildForm(schema) {
 
 function readForm() {
   const values = {};
-  for (const input of $("fields").querySelectorAll("input, textarea")) {
+  for (const input of $("fields").querySelectorAll("input:not(.media-file), textarea, select")) {
     const name = input.name;
     const type = input.dataset.type;
     if (type === "boolean") { values[name] = input.checked; continue; }
