@@ -183,28 +183,76 @@ class _Lowering:
     def component(self, component_id: str | None, path: PathKey, component: dict[str, Any]) -> None:
         mc_id = component_id or "__component__"
         where = f"in component '{mc_id}'" if component_id else "in component"
-        type_name = component.get("type")
-        section = keys.COMPONENT_TYPES.get(type_name) if isinstance(type_name, str) else None
-        if section is None:
-            supported = ", ".join(keys.COMPONENT_TYPES)
-            if type_name is None:
-                self.error(f"missing required key 'type' {where}", path, key=True, hint=f"flowctl supports: {supported}")
-            else:
-                self.error(f"component type '{type_name}' is not supported by flowctl yet", (*path, "type"), hint=f"flowctl supports: {supported}")
-            return
-        keys.check_keys(component, path, section, f"{where} ({type_name})", self.errors, self.doc.locate)
         if mc_id in self.components:
             self.error(f"component id '{mc_id}' is used twice", (*path, "id") if "id" in component else path, key=True)
             return
         base = keys.node_id(mc_id, "component")
         label = f"component '{mc_id}'" if component_id else "the component"
-        info: dict[str, Any] = {"path": path, "data": component, "type": type_name, "base": base, "label": label, "needs": []}
+        info: dict[str, Any] = {"path": path, "data": component, "base": base, "label": label, "needs": [], "actions": {}}
+        self.components[mc_id] = info
+        type_name = component.get("type")
+        section = keys.COMPONENT_TYPES.get(type_name) if isinstance(type_name, str) else None
+        info["type"] = type_name if section is not None else None  # None: reported here, skipped by jobs
+        if section is None:
+            if type_name is None:
+                self.error(f"missing required key 'type' {where}", path, key=True, hint="flowctl runs: " + ", ".join(keys.COMPONENT_TYPES))
+            else:
+                self.error(f"component type '{type_name}' is not supported by flowctl", (*path, "type"), hint=keys.component_alternative(str(type_name)))
+            return
+        keys.check_keys(component, path, section, f"{where} ({type_name})", self.errors, self.doc.locate)
+        self.component_runtime(component, path)
         if type_name == "http-server":
             self.managed_server(info)
+        elif type_name == "shell":
+            self.shell_setup(info)
         else:
             info["base_url"] = component.get("base_url")
-        info["actions"] = self.actions(component, path, section is keys.HTTP_CLIENT_COMPONENT, where)
-        self.components[mc_id] = info
+        info["actions"] = self.actions(component, path, keys.COMPONENT_ACTIONS[type_name], where)
+
+    def component_runtime(self, component: dict[str, Any], path: PathKey) -> None:
+        """`runtime:` (a name or `{type: ...}`): native, process and embedded all mean a local
+        process, which is how flowctl runs everything; containers and venvs are not lowered."""
+        if "runtime" not in component:
+            return
+        runtime = component["runtime"]
+        kind = runtime.get("type") if isinstance(runtime, dict) else runtime
+        if kind not in keys.LOCAL_RUNTIMES:
+            where = (*path, "runtime", "type") if isinstance(runtime, dict) and "type" in runtime else (*path, "runtime")
+            self.error(f"component runtime '{kind}' is not supported by flowctl", where,
+                       hint="flowctl runs components as local processes; start a container or venv from `manage.start` or a command instead")
+
+    def shell_setup(self, info: dict[str, Any]) -> None:
+        """A shell component's `manage.install` becomes an env-setup node its jobs wait for;
+        `base_dir` and `env` apply to every action."""
+        component, path = info["data"], info["path"]
+        manage, manage_path = self.manage_section(component, path)
+        if "install" in manage:
+            commands = self.script_list(manage["install"], (*manage_path, "install"))
+            if commands:
+                install_id = self.unique(f"{info['base']}-install")
+                node: dict[str, Any] = {"type": "env-setup", "description": f"model-compose install scripts of {info['label']}", "venv": False,
+                                        "commands": [command for command, _ in commands]}
+                self.add_node(install_id, node, (*manage_path, "install"), {"commands": (*manage_path, "install")})
+                for index, (_, origin) in enumerate(commands):
+                    self.origin[("nodes", install_id, "commands", index)] = origin
+                info["needs"] = [install_id]
+        base_dir = component.get("base_dir")
+        if base_dir is not None and not isinstance(base_dir, str):
+            self.error("`base_dir` must be a path", (*path, "base_dir"))
+            base_dir = None
+        info["base_dir"] = self.resolve_dir(base_dir) if base_dir else None
+        env = component.get("env") or {}
+        if not isinstance(env, dict):
+            self.error("`env` must be a mapping of NAME: value", (*path, "env"))
+            env = {}
+        info["env"] = env
+
+    def resolve_dir(self, directory: str) -> str:
+        """A directory named in the flow, relative to the flow file's folder (model-compose
+        runs from there)."""
+        if self.doc.file == "<string>":
+            return directory
+        return str(Path(self.doc.file).resolve().parent / directory)
 
     def managed_server(self, info: dict[str, Any]) -> None:
         component, path = info["data"], info["path"]
@@ -226,7 +274,7 @@ class _Lowering:
             env = {}
         cwd = manage.get("working_dir")
         if cwd is not None:
-            cwd = str(Path(self.doc.file).resolve().parent / str(cwd)) if self.doc.file != "<string>" else str(cwd)
+            cwd = self.resolve_dir(str(cwd))
         commands: list[Any] = []
         command_origins: list[PathKey] = []
         for script in ("install", "build"):
@@ -306,8 +354,7 @@ class _Lowering:
             return ["bash", "-c", 'cd -- "$0" && exec bash -c "$1"', literal(cwd), command]
         return ["bash", "-c", 'cd -- "$0" && exec "$@"', literal(cwd), *command]
 
-    def actions(self, component: dict[str, Any], path: PathKey, client: bool, where: str) -> dict[str, tuple[PathKey, dict[str, Any]]]:
-        section = keys.HTTP_CLIENT_ACTION if client else keys.HTTP_SERVER_ACTION
+    def actions(self, component: dict[str, Any], path: PathKey, section: keys.Section, where: str) -> dict[str, tuple[PathKey, dict[str, Any]]]:
         found: dict[str, tuple[PathKey, dict[str, Any]]] = {}
         for action_id, action_path, action in self.entries(component, "action", "actions", path):
             keys.check_keys(action, action_path, section, f"in action of {where[3:]}", self.errors, self.doc.locate)

@@ -87,8 +87,9 @@ WEBUI = Section(
 WEBUI_DRIVERS = ("gradio",)
 
 _COMPONENT_COMMON = Section(
-    supported=frozenset({"id", "type", "default", "action", "actions", "headers"}),
-    noop={"runtime": _RUNTIME_NATIVE, "max_concurrent_count": (0,)},
+    # `runtime` is checked on its own (`component_runtime`): several values mean "a local process"
+    supported=frozenset({"id", "type", "default", "action", "actions", "headers", "runtime"}),
+    noop={"max_concurrent_count": (0,)},
 )
 
 MANAGE_SCRIPTS = ("install", "build", "start", "clean")
@@ -99,7 +100,14 @@ HTTP_SERVER_COMPONENT = _COMPONENT_COMMON.with_keys(
     unsupported={"clean"},
 )
 
-HTTP_CLIENT_COMPONENT = _COMPONENT_COMMON.with_keys(supported={"base_url"})
+HTTP_CLIENT_COMPONENT = _COMPONENT_COMMON.with_keys(supported={"base_url"}, unsupported={"rate_limit"})
+
+# ShellComponentConfig (local driver): `env` and `base_dir` apply to every action
+SHELL_COMPONENT = Section(
+    supported=_COMPONENT_COMMON.supported - {"headers"} | {"manage", "install", "env", "base_dir"},
+    unsupported=frozenset({"clean", "connection"}),
+    noop={**_COMPONENT_COMMON.noop, "driver": ("local",)},
+)
 
 MANAGE = Section(
     supported=frozenset({"scripts", "install", "build", "start", "working_dir", "env"}),
@@ -119,12 +127,53 @@ HTTP_CLIENT_ACTION = Section(
     noop={"stream_fragmented": (True,)},
 )
 
-JOB = Section(
-    supported=frozenset({"id", "name", "type", "component", "action", "input", "output", "depends_on"}),
-    unsupported=frozenset({"interrupt", "hook", "retry", "on_error"}),
-    noop={"repeat_count": (1,), "max_run_count": (25,)},
+# ShellActionConfig: `command` is one argv, or several to run one after the other
+SHELL_ACTION = Section(
+    supported=frozenset({"id", "default", "output", "command", "stdin", "working_dir", "env", "timeout"}),
+    unsupported=frozenset({"batch_size"}),
+    noop={"streaming": (False,)},
 )
-JOB_TYPES = ("component", "action")
+
+#: keys every job type has (CommonJobConfig)
+_JOB_COMMON = Section(
+    supported=frozenset({"id", "name", "type", "depends_on"}),
+    unsupported=frozenset({"interrupt", "hook", "retry", "on_error"}),
+    noop={"max_run_count": (25,)},
+)
+
+JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output"}, _JOB_COMMON.unsupported, {**_JOB_COMMON.noop, "repeat_count": (1,)})
+
+#: `if` (IfJobConfig): one condition may be written inline, without `conditions:`
+IF_JOB = _JOB_COMMON.with_keys(supported={"input", "conditions", "otherwise", "operator", "value", "if_true", "if_false"})
+IF_CONDITION = Section(supported=frozenset({"operator", "value", "if_true", "if_false"}))
+
+SWITCH_JOB = _JOB_COMMON.with_keys(supported={"input", "cases", "otherwise", "value", "then"})
+SWITCH_CASE = Section(supported=frozenset({"value", "then"}))
+
+RANDOM_ROUTER_JOB = _JOB_COMMON.with_keys(supported={"mode", "routings"}, unsupported={"session", "salt"})
+RANDOM_ROUTE = Section(supported=frozenset({"to", "weight"}))
+
+FILTER_JOB = Section(_JOB_COMMON.supported | {"input", "where", "output"}, _JOB_COMMON.unsupported, {**_JOB_COMMON.noop, "streaming": (False,)})
+FILTER_WHERE = Section(supported=frozenset({"input", "operator", "value", "all", "any", "not"}))
+
+FOR_EACH_JOB = Section(_JOB_COMMON.supported | {"input", "do", "batch_size", "output"}, _JOB_COMMON.unsupported, {**_JOB_COMMON.noop, "streaming": (False,)})
+
+DELAY_JOB = _JOB_COMMON.with_keys(supported={"mode", "duration", "output"}, unsupported={"time", "timezone"})
+
+#: job types flowctl lowers, by `type:`; the rest are reported with `JOB_TYPE_HINTS`
+JOB_TYPES = {"component": JOB, "if": IF_JOB, "switch": SWITCH_JOB, "random-router": RANDOM_ROUTER_JOB,
+             "filter": FILTER_JOB, "for-each": FOR_EACH_JOB, "delay": DELAY_JOB}  # fmt: skip
+JOB_TYPE_HINTS = {
+    "loop": "flowctl runs each run's graph once: write the iterations as a `for-each` over a list, or loop in a command",
+    "pipeline": "write the steps as jobs chained with `depends_on`",
+    "accumulate": "collect with a `for-each` job, or loop in a command",
+    "fan-out": "write one job per branch: jobs without a dependency between them run at the same time",
+}
+
+#: model-compose's condition operators (ConditionOperator) in flowctl's `when:`/switch vocabulary
+CONDITION_OPERATORS = {"eq": "equals", "neq": "not_equals", "gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte",
+                       "in": "in", "not-in": "not_in", "starts-with": "starts_with", "ends-with": "ends_with",
+                       "match": "matches"}  # fmt: skip
 
 WORKFLOW = Section(
     supported=frozenset({"id", "name", "title", "description", "job", "jobs", "output", "default"}),
@@ -138,7 +187,44 @@ WORKFLOW_WITH_IMPLIED_JOB = Section(
     {**WORKFLOW.noop, **JOB.noop},
 )
 
-COMPONENT_TYPES = {"http-server": HTTP_SERVER_COMPONENT, "http-client": HTTP_CLIENT_COMPONENT}
+COMPONENT_TYPES = {"http-server": HTTP_SERVER_COMPONENT, "http-client": HTTP_CLIENT_COMPONENT, "shell": SHELL_COMPONENT}
+COMPONENT_ACTIONS = {"http-server": HTTP_SERVER_ACTION, "http-client": HTTP_CLIENT_ACTION, "shell": SHELL_ACTION}
+
+_BEHIND_HTTP = "run it behind an HTTP API and call that with an `http-server` (managed) or `http-client` component"
+_AS_COMMAND = "run the tool as a command in a `shell` component (ffmpeg, a script...), or behind an HTTP API with an `http-server` component"
+
+#: what to use instead of each model-compose component type flowctl does not run
+COMPONENT_ALTERNATIVES: dict[str, str] = {
+    "model": "serve the model with an OpenAI-compatible server (vLLM, llama.cpp's llama-server) started by an `http-server` "
+             "component's `manage.start`, and call it from the component's action",
+    "model-trainer": "run the training script as a `shell` component command",
+    "model-memory": _BEHIND_HTTP,
+    "model-tokenizer": _BEHIND_HTTP,
+    "vector-store": "run the store's own HTTP API (Chroma, Milvus, Qdrant) as an `http-server` component, or call a hosted one with `http-client`",
+    "graph-store": "call the database's HTTP API with an `http-client` component (or start it with an `http-server` component)",
+    "key-value-store": "call the store's HTTP API with an `http-client` component (or start it with an `http-server` component)",
+    "search-engine": _BEHIND_HTTP,
+    "file-store": _AS_COMMAND,
+    "data-queue": "flowctl runs each workflow run on its own; pass values between jobs with `${jobs.<id>.output}`",
+    "datasets": _AS_COMMAND,
+    "workflow": "write the other workflow's jobs into this one (flowctl does not call workflows from workflows)",
+    "agent": "an agent picks its tools at run time; flowctl runs a fixed graph: write the steps as jobs",
+    "mcp-server": "flowctl calls upstreams over HTTP: use an `http-server` or `http-client` component",
+    "mcp-client": "flowctl calls upstreams over HTTP: use an `http-client` component",
+    "websocket-server": "flowctl calls upstreams over HTTP/SSE: put the model behind an HTTP endpoint (`http-server` component)",
+    "websocket-client": "flowctl calls upstreams over HTTP/SSE: use an `http-client` component",
+    "web-scraper": "fetch the page with an `http-client` component, or run a scraper script as a `shell` component",
+    "web-browser": "drive the browser from a script run by a `shell` component",
+}
+
+
+def component_alternative(type_name: str) -> str:
+    """What to use instead of a component type flowctl does not run."""
+    return COMPONENT_ALTERNATIVES.get(type_name, _AS_COMMAND)
+
+
+#: component runtimes that mean "run here, as a local process": what flowctl does anyway
+LOCAL_RUNTIMES = ("native", "process", "embedded")
 
 
 def unsupported(key: str, path: PathKey, locate: Locate, why: str | None = None) -> FlowError:

@@ -16,6 +16,7 @@ of several fields, a default, other formats) is not lowered and is reported.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,17 +84,21 @@ def _type(text: str) -> tuple[str | None, str | None]:
 
 
 def literal(value: Any) -> Any:
-    """`value` with every `${` written `$${`, so flowctl's templating leaves it as it is.
-    model-compose does not render `manage` scripts or their `env`; a shell `${HOME}` in an
-    install script must reach bash untouched.
+    """`value` with every `${` written `$${`, so flowctl's templating leaves it as it is,
+    except `${env.NAME}`: model-compose fills those in everywhere when it loads a file, and
+    flowctl's service nodes read `env` too. A shell `${HOME}` in an install script must reach
+    bash untouched.
 
-    >>> literal(["bash", "-c", "echo ${HOME}"])
-    ['bash', '-c', 'echo $${HOME}']
+    >>> literal(["bash", "-c", "echo ${HOME} ${env.TOKEN}"])
+    ['bash', '-c', 'echo $${HOME} ${env.TOKEN}']
     """
     if isinstance(value, str):
-        return value.replace("${", "$${")
+        return _NOT_ENV.sub("$${", value)
     if isinstance(value, list):
         return [literal(item) for item in value]
     if isinstance(value, dict):
         return {key: literal(item) for key, item in value.items()}
     return value
+
+
+_NOT_ENV = re.compile(r"\$\{(?!\s*env\.)")

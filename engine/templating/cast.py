@@ -19,8 +19,9 @@ Rules (each failure raises `CastError(path, value, type)`):
 - `stream/text` / `stream/json`: see `stream_cast`.
 - `base64`: bytes become base64 text; a data URI gives its payload; other text is taken to be
   base64 already (a media input arrives as text).
-- `image`, `audio`, `video`, `file`, `model-3d` (media): a URL, data URI or base64 text as is;
-  bytes become base64 text (`;data-uri` makes them a data URI of the subtype's MIME type).
+- `image`, `audio`, `video`, `file`, `model-3d` (media): a URL, data URI or base64 text as is
+  (`;base64` takes a data URI's payload); bytes become base64 text (`;data-uri` makes them a
+  data URI of the subtype's MIME type).
 - `any`: the value as it is.
 
 `caster_for_spec` adds what a whole `as` clause says (`types.TypeSpec`): `select/a,b` only
@@ -318,7 +319,8 @@ def _base64(value: Any, path: str) -> str:
 def _media_caster(name: str, mime: str, fmt: str | None) -> Callable[[Any, str], str]:
     def media(value: Any, path: str) -> str:
         if isinstance(value, str):
-            return value
+            payload = _data_uri_payload(value) if fmt == "base64" else None
+            return value if payload is None else payload
         if isinstance(value, (bytes, bytearray)):
             encoded = base64.b64encode(bytes(value)).decode("ascii")
             return f"data:{mime};base64,{encoded}" if fmt == "data-uri" else encoded

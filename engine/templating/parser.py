@@ -21,7 +21,7 @@ the problem, with a did-you-mean hint where a name is close to a known one.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import TemplateError
@@ -30,12 +30,11 @@ from .lexer import Token, tokenize
 from .scalar import load_flow, resolve_plain
 from .types import TypeSpec, TypeSyntaxError, parse_type
 
-_PLAIN_SOURCES = tuple(s for s in SOURCES if s != "response[]")
-
-
-def parse_parts(text: str) -> tuple[Part, ...]:
-    """The parts of `text`, in order; adjacent literal text is one `Text`."""
-    return _Parser(text).parse()
+def parse_parts(text: str, sources: Sequence[str] = SOURCES) -> tuple[Part, ...]:
+    """The parts of `text`, in order; adjacent literal text is one `Text`. `sources` are the
+    names a reference may start with (a front end parsing another tool's templates passes
+    that tool's vocabulary)."""
+    return _Parser(text, sources).parse()
 
 
 def did_you_mean(word: str, choices: Iterable[str], aliases: dict[str, str] | None = None) -> str | None:
@@ -57,8 +56,10 @@ def _describe(token: Token) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, sources: Sequence[str] = SOURCES) -> None:
         self.text = text
+        self.sources = sources
+        self.plain_sources = tuple(s for s in sources if not s.endswith("[]"))
         self.tokens = tokenize(text)
         self.tok: Token = next(self.tokens)
         self.ahead: Token | None = None
@@ -132,18 +133,18 @@ class _Parser:
             raise self.error(
                 f"expected a source after '${{', found {what}",
                 token.start,
-                "a template starts with one of: " + ", ".join(SOURCES),
+                "a template starts with one of: " + ", ".join(self.sources),
             )
         self.advance()
         name = token.value
-        if name not in _PLAIN_SOURCES:
-            hint = did_you_mean(name, _PLAIN_SOURCES) or "known sources: " + ", ".join(SOURCES)
+        if name not in self.plain_sources:
+            hint = did_you_mean(name, self.plain_sources) or "known sources: " + ", ".join(self.sources)
             raise self.error(f"unknown source '{name}'", token.start, hint)
-        if name == "response" and self.tok.kind == "LBRACKET" and not self.tok.space_before:
-            if self.peek().kind == "RBRACKET":
+        if name + "[]" in self.sources and self.tok.kind == "LBRACKET" and not self.tok.space_before:
+            if self.peek().kind == "RBRACKET":  # `response[]`: the current chunk of a stream
                 self.advance()
                 self.advance()
-                return "response[]"
+                return name + "[]"
         return name
 
     def path(self, source: str) -> list[Step]:

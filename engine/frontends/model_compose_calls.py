@@ -1,0 +1,384 @@
+"""model-compose component jobs: a job calls one action of one component.
+
+    http-server / http-client action   →  http-stream node (one request per run)
+    shell action                       →  command node (argv only, never a shell string)
+
+The action's templates read `${input...}`: the job's `input:` (the workflow's input when the
+job gives none). The job's input is substituted into them, so the request or command reads
+the workflow input and the other jobs' outputs directly. The action's `output:` reads the
+answer (`${response...}`, `${response[]...}` per chunk of a stream) or, for a shell action,
+the command's result (`${result.stdout}`, `${result.exit_code}`), and the job's `output:`
+reads that as `${output...}`.
+
+A request node's extraction is its `output:` field, evaluated per chunk or once per body.
+A command node's output is its stdout; `${result.stdout}` reads it (`as json` parses it),
+`${result.exit_code}` is 0 (a command that fails fails its node, with its exit code and
+stderr), and what the job returns is built from it where it is read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+from typing import TYPE_CHECKING, Any
+
+from ..loader import PathKey
+from ..templating.ast import Expr
+from ..templating.parser import parse_parts
+from ..templating.rewrite import references_in
+from . import model_compose_keys as keys
+from .model_compose_jobs import ANY_SOURCES, Job
+
+if TYPE_CHECKING:
+    from .model_compose_jobs import WorkflowLowering
+
+#: programs that run their `-c`/`-e` argument as code: a request value must never be in it
+_CODE_FLAGS = {"sh": "-c", "bash": "-c", "zsh": "-c", "dash": "-c", "ksh": "-c", "fish": "-c",
+               "python": "-c", "python3": "-c", "node": "-e", "perl": "-e", "ruby": "-e"}  # fmt: skip
+
+
+#: a lowered node: its native dict, where it came from, and field origins
+Built = tuple[dict[str, Any], PathKey, dict[Any, PathKey]]
+
+
+def lower_component_job(wl: WorkflowLowering, job: Job) -> None:
+    built = _lower(wl, job, "${input}")
+    if built is not None:
+        node, origin, fields = built
+        wl.lw.add_node(job.node, node, origin, fields)
+
+
+def inline_component_node(wl: WorkflowLowering, parent: Job, data: dict[str, Any], path: PathKey) -> dict[str, Any] | None:
+    """The node a for-each runs per item: its `do:` job, reading `${item}` (its input when it
+    gives none). The map yields that node's output per item."""
+    if data.get("type", "component") != "component":
+        wl.error(f"a for-each `do:` job of type '{data['type']}' is not supported by flowctl", (*path, "type"), hint="call a component")
+        return None
+    keys.check_keys(data, path, keys.JOB, "in do", wl.lw.errors, wl.lw.doc.locate)
+    for key in ("depends_on", "id"):
+        if key in data:
+            wl.error(f"`{key}:` has no meaning in a for-each `do:` job", (*path, key), key=True)
+            return None
+    inner = Job(f"{parent.id}.do", path, data, "component", f"{parent.node}-item")
+    built = _lower(wl, inner, "${item}", needs=False)
+    if built is None:
+        return None
+    node, _, _ = built
+    if inner.value != f"${{nodes.{inner.node}.output}}" and not (node["type"] == "command" and _reads_stdout_only(inner.value, inner.node)):
+        wl.error("a for-each `do:` job returns its action's result as it is in flowctl", (*path, "output") if "output" in data else path,
+                 hint="reshape the list in the for-each job's own `output:`")
+        return None
+    node.pop("needs", None)
+    return node
+
+
+def _reads_stdout_only(value: Any, node: str) -> bool:
+    stdout = f"${{nodes.{node}.output}}"
+    return value == stdout or value == {"stdout": stdout, "exit_code": 0}
+
+
+def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = True) -> Built | None:
+    component = _component(wl, job)
+    if component is None or component["type"] is None:
+        return None  # reported here, or where the component is written
+    action = _action(wl, component, job)
+    if action is None:
+        return None
+    action_path, spec = action
+    job_input = job.data.get("input")
+    in_path = (*job.path, "input")
+    if job_input is None:
+        bound_input: Any = default_input
+    elif _is_whole_input(job_input):
+        bound_input = "${input}"
+    else:
+        bound_input = wl.bind(job_input, in_path)
+        if bound_input is None or not wl.check_native(bound_input, in_path, ("item", "index")):
+            return None
+    upstream = [*component["needs"], *wl.needs_of(job)] if needs else []
+    if component["type"] == "shell":
+        return _command(wl, job, component, action_path, spec, bound_input, upstream)
+    return _request(wl, job, component, action_path, spec, bound_input, upstream)
+
+
+# -- http-server and http-client actions -----------------------------------------------------
+
+
+def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_path: PathKey, spec: dict[str, Any], bound_input: Any,
+             upstream: list[str]) -> Built | None:
+    url, url_origin = _url(wl, component, action_path, spec)
+    if url is None:
+        return None
+    given = {("input",): bound_input}
+    fields: dict[Any, PathKey] = {"url": url_origin, "needs": (*job.path, "component") if "component" in job.data else job.path}
+    node: dict[str, Any] = {"type": "http-stream", "needs": upstream, "stream_format": spec.get("stream_format")}
+    ok = True
+    for key, value, path in (("url", url, url_origin), ("method", spec.get("method", "POST"), (*action_path, "method"))):
+        node[key] = wl.bind(value, path, given)
+        ok = ok and node[key] is not None and wl.check_native(node[key], path)
+    headers = _headers(wl, component, action_path, spec, fields)
+    for name, value in headers.items():
+        if name.lower() == "content-type" and isinstance(value, str) and value.strip().lower().startswith("multipart/"):
+            wl.error("a multipart/form-data upload is not supported by flowctl yet: it sends a JSON or text body", fields[("headers", name)],
+                     hint="call an endpoint that takes JSON (a media value is base64 text or a URL), or upload from a shell component's command")
+            return None
+    if headers:
+        node["headers"] = {}
+        for name, value in headers.items():
+            node["headers"][name] = bound = wl.bind(value, fields[("headers", name)], given)
+            ok = ok and bound is not None and wl.check_native(bound, fields[("headers", name)])
+    for key in ("params", "body"):
+        if key in spec:
+            node[key] = wl.bind(spec[key], (*action_path, key), given)
+            ok = ok and node[key] is not None and wl.check_native(node[key], (*action_path, key))
+    streaming = node["stream_format"] is not None
+    if "output" in spec:
+        action_output = wl.bind(spec["output"], (*action_path, "output"), given)
+        if action_output is None or not wl.check_native(action_output, (*action_path, "output"), ("response", "response[]")):
+            return None
+        if not streaming and _reads_chunks(action_output):
+            wl.error("an `output:` that reads `response[]` (one stream chunk) needs `stream_format: json` or `text`", (*action_path, "output"))
+            return None
+    else:
+        action_output = None
+    if not ok:
+        return None
+    job_output = job.data.get("output") if job.own_mapping else None
+    identity, hint = _identity_output(job_output)
+    if identity:
+        job.hint = hint
+        if action_output is not None:
+            node["output"] = action_output
+    else:
+        out_path = (*job.path, "output")
+        whole = action_output if action_output is not None else ("${response[]}" if streaming else "${response}")
+        node["output"] = wl.bind(job_output, out_path, {("output",): whole})
+        if node["output"] is None or not wl.check_native(node["output"], out_path, ("response", "response[]")):
+            return None
+        fields["output"] = out_path
+    if job.own_mapping and "name" in job.data:  # (a workflow's own `name:` is the workflow's)
+        node["description"] = job.data["name"]
+        fields["description"] = (*job.path, "name")
+    job.value = f"${{nodes.{job.node}.output}}"
+    return node, action_path, fields
+
+
+def _url(wl: WorkflowLowering, component: dict[str, Any], action_path: PathKey, spec: dict[str, Any]) -> tuple[str | None, PathKey]:
+    path, endpoint = spec.get("path"), spec.get("endpoint")
+    for key, value in (("path", path), ("endpoint", endpoint)):
+        if value is not None and not isinstance(value, str):
+            wl.error(f"`{key}` must be a string", (*action_path, key))
+            return None, action_path
+    if component["type"] == "http-server":
+        return component["base_url"] + (path or ""), (*action_path, "path") if path is not None else action_path
+    if endpoint and path:
+        wl.error("write either `endpoint:` (a full URL) or `path:` (after the component's base_url), not both", (*action_path, "path"), key=True)
+        return None, action_path
+    if endpoint:
+        return endpoint, (*action_path, "endpoint")
+    if path:
+        base_url = component.get("base_url")
+        if not base_url:
+            wl.error("`path:` needs `base_url:` on the component", (*action_path, "path"), key=True, hint="or give the full URL as `endpoint:`")
+            return None, action_path
+        return str(base_url).rstrip("/") + "/" + path.lstrip("/"), (*action_path, "path")
+    wl.error("this action needs `endpoint:` (a full URL) or `path:`", action_path, key=True)
+    return None, action_path
+
+
+def _headers(wl: WorkflowLowering, component: dict[str, Any], action_path: PathKey, spec: dict[str, Any], fields: dict[Any, PathKey]) -> dict[str, Any]:
+    """The component's `headers:` (sent with every request) under the action's own."""
+    merged: dict[str, Any] = {}
+    for source, path in ((component["data"].get("headers"), (*component["path"], "headers")), (spec.get("headers"), (*action_path, "headers"))):
+        if source is None:
+            continue
+        if not isinstance(source, dict):
+            wl.error("`headers` must be a mapping of Name: value", path)
+            continue
+        merged.update(source)
+        fields.update({("headers", name): (*path, name) for name in source})
+    return merged
+
+
+def _reads_chunks(value: Any) -> bool:
+    return any(ref.source == "response[]" for ref in references_in(value))
+
+
+# -- shell actions -----------------------------------------------------------------------------
+
+
+def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_path: PathKey, spec: dict[str, Any], bound_input: Any,
+             upstream: list[str]) -> Built | None:
+    lw = wl.lw
+    given = {("input",): bound_input}
+    command_path = (*action_path, "command")
+    command = spec.get("command")
+    if not (isinstance(command, list) and command and all(isinstance(item, (str, int, float)) for item in command)):
+        hint = "several commands in one action are not lowered: give each its own action and job" if isinstance(command, list) and command and isinstance(command[0], list) else None
+        wl.error("`command` must be one command: a list of arguments", command_path, hint=hint)
+        return None
+    argv = []
+    for index, item in enumerate(command):
+        bound = wl.bind(str(item), (*command_path, index), given)
+        if bound is None or not wl.check_native(bound, (*command_path, index)):
+            return None
+        argv.append(bound if isinstance(bound, str) else str(bound))
+    if not _argv_is_safe(wl, argv, command_path):
+        return None
+    fields: dict[Any, PathKey] = {"argv": command_path, "needs": (*job.path, "component") if "component" in job.data else job.path}
+    fields.update({("argv", index): (*command_path, index) for index in range(len(argv))})
+    node: dict[str, Any] = {"type": "command", "needs": upstream, "argv": argv}
+    if spec.get("stdin") is not None:
+        node["stdin"] = wl.bind(spec["stdin"], (*action_path, "stdin"), given)
+        if node["stdin"] is None or not wl.check_native(node["stdin"], (*action_path, "stdin")):
+            return None
+    env = {**component["env"], **(spec.get("env") or {})}
+    if env:
+        node["env"] = wl.bind(env, (*action_path, "env"), given)
+        if node["env"] is None:
+            return None
+        fields["env"] = (*action_path, "env") if spec.get("env") else (*component["path"], "env")
+    cwd = _working_dir(lw, component, spec)
+    if cwd is not None:
+        node["cwd"] = cwd
+        fields["cwd"] = (*action_path, "working_dir") if spec.get("working_dir") else (*component["path"], "base_dir")
+    if "timeout" in spec:
+        seconds = keys.parse_duration(spec["timeout"])
+        if seconds is None or seconds <= 0:
+            wl.error("`timeout` must be a duration such as 30s or a number of seconds", (*action_path, "timeout"))
+            return None
+        node["timeout"] = seconds
+    # what the action's `${result...}` reads: stdout as the node yields it; a failing command
+    # fails the node, so the exit code a job can see is 0
+    result = {"stdout": f"${{nodes.{job.node}.output}}", "exit_code": 0}
+    action_output = wl.bind(spec.get("output", "${result}"), (*action_path, "output"), {**given, ("result",): result})
+    if action_output is None or not wl.check_native(action_output, (*action_path, "output")):
+        return None
+    job_output = job.data.get("output") if job.own_mapping else None
+    identity, hint = _identity_output(job_output)
+    if identity:
+        job.hint = hint
+        value = action_output
+    else:
+        value = wl.bind(job_output, (*job.path, "output"), {("output",): action_output})
+        if value is None or not wl.check_native(value, (*job.path, "output")):
+            return None
+    if job.own_mapping and "name" in job.data:
+        node["description"] = job.data["name"]
+        fields["description"] = (*job.path, "name")
+    job.value = value
+    return node, action_path, fields
+
+
+def _argv_is_safe(wl: WorkflowLowering, argv: list[str], command_path: PathKey) -> bool:
+    """A program that runs its `-c`/`-e` argument as code (`sh -c`, `python3 -c`) must not get
+    a per-run value inside that code: request data would become shell or program syntax."""
+    program = posixpath.basename(argv[0]) if argv else ""
+    flag = _CODE_FLAGS.get(program)
+    if flag is None or flag not in argv[1:]:
+        return True
+    index = argv.index(flag, 1) + 1
+    if index >= len(argv):
+        return True
+    runtime = [ref for ref in references_in(argv[index]) if ref.source in ("input", "nodes", "run")]
+    if not runtime:
+        return True
+    wl.error(f"'{runtime[0].dotted}' would become part of the code `{program} {flag}` runs: a value from a request must never be parsed as code",
+             (*command_path, index),
+             hint=f'pass it as an argument after the script instead: [{program}, {flag}, \'... "$1" ...\', {program}, "${{{runtime[0].dotted}}}"]'
+             if program in ("sh", "bash", "zsh", "dash", "ksh") else "pass it as an argument after the script (sys.argv, process.argv) instead")
+    return False
+
+
+def _working_dir(lw: Any, component: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """model-compose: the action's `working_dir` under the component's `base_dir`, else
+    `base_dir`; relative paths start at the flow file's folder."""
+    base = component.get("base_dir")
+    working = spec.get("working_dir")
+    if working is None:
+        return base
+    if base is not None:
+        return posixpath.join(base, str(working))
+    return lw.resolve_dir(str(working))
+
+
+# -- the component and action a job names --------------------------------------------------------
+
+
+def _component(wl: WorkflowLowering, job: Job) -> dict[str, Any] | None:
+    lw, data = wl.lw, job.data
+    ref = data.get("component", "__default__")
+    where = (*job.path, "component") if "component" in data else job.path
+    if isinstance(ref, dict):
+        wl.error("a component written inside a job is not supported by flowctl", where, key=True,
+                 hint="declare the component under `components:` and name it here by id")
+        return None
+    if not lw.components:
+        if not lw.errors:  # else a component was already reported
+            wl.error("this job calls a component, but the flow has none", where, key="component" not in data, hint="add `component:`")
+        return None
+    if ref == "__default__":
+        candidates = list(lw.components.values())
+        if len(candidates) > 1:
+            candidates = [c for c in candidates if c["data"].get("default") is True]
+        if len(candidates) == 1:
+            return candidates[0]
+        wl.error("this job names no component and the flow has several", where, key="component" not in data,
+                 hint="name one with `component: <id>`, or mark one `default: true`")
+        return None
+    component = lw.components.get(str(ref))
+    if component is None:
+        match = difflib.get_close_matches(str(ref), list(lw.components), n=1, cutoff=0.5)
+        hint = f"did you mean '{match[0]}'?" if match else "components: " + ", ".join(lw.components)
+        wl.error(f"unknown component '{ref}'", where, hint=hint)
+    return component
+
+
+def _action(wl: WorkflowLowering, component: dict[str, Any], job: Job) -> tuple[PathKey, dict[str, Any]] | None:
+    actions: dict[str, tuple[PathKey, dict[str, Any]]] = component["actions"]
+    ref = job.data.get("action", "__default__")
+    where = (*job.path, "action") if "action" in job.data else job.path
+    if not actions:
+        wl.error(f"{component['label']} has no `action:` to call", component["path"], key=True,
+                 hint="add `action:` with method, path, body, stream_format and output")
+        return None
+    if ref == "__default__":
+        candidates = list(actions.values())
+        if len(candidates) > 1:
+            candidates = [a for a in candidates if a[1].get("default") is True]
+        if len(candidates) == 1:
+            return candidates[0]
+        wl.error(f"this job names no action and {component['label']} has several", where, key="action" not in job.data,
+                 hint="name one with `action: <id>`, or mark one `default: true`")
+        return None
+    if str(ref) not in actions:
+        match = difflib.get_close_matches(str(ref), list(actions), n=1, cutoff=0.5)
+        hint = f"did you mean '{match[0]}'?" if match else "actions: " + ", ".join(actions)
+        wl.error(f"unknown action '{ref}' of {component['label']}", where, hint=hint)
+        return None
+    return actions[str(ref)]
+
+
+def _is_whole_input(value: Any) -> bool:
+    return isinstance(value, str) and value.replace(" ", "") == "${input}"
+
+
+def _identity_output(value: Any) -> tuple[bool, Any]:
+    """(True, its `as` clause) when a job's `output:` is its result as it is: absent,
+    `${output}`, or `${output as text;sse-text}`; (False, None) when it reshapes it."""
+    if value is None:
+        return True, None
+    if not isinstance(value, str):
+        return False, None
+    try:
+        parts = parse_parts(value, ANY_SOURCES)
+    except Exception:
+        return False, None
+    if len(parts) == 1 and isinstance(parts[0], Expr):
+        ref = parts[0].reference
+        if ref.source == "output" and not ref.path and not ref.has_default:
+            return True, ref.spec
+    return False, None
+
+
+__all__ = ["lower_component_job"]
