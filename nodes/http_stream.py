@@ -11,6 +11,10 @@ and a response whose end is the connection's end cannot tell. It fails the run n
 node, never passes as a complete answer (`require_end: false` for upstreams that send no
 marker). A 3xx answer fails too (redirects are not followed: the body is not the answer).
 
+Without `stream_format` the whole body is one value: parsed JSON for a JSON content type,
+text for text, and base64 text for anything binary (audio, images): `${response}` of a
+text-to-speech call is the audio as base64, ready for a JSON answer.
+
 The request is checked before it is sent: a URL, header or body that a template made
 invalid (an input with a line break in a header, a port out of range) is the input's fault
 (`InputError`, HTTP 422 naming it) or, when no input is involved, the flow's (`RunError`).
@@ -27,6 +31,7 @@ directly.
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
 import contextlib
 import functools
@@ -327,9 +332,19 @@ class HttpStreamNode:
     async def _whole(self, ctx: RunContext, shown: str, response: httpx.Response) -> Chunks:
         async with asyncio.timeout(self.spec.timeout.idle):
             raw = await response.aread()
+        content_type = response.headers.get("content-type", "")
+        if _is_binary(content_type):
+            # audio, images, archives: the value is the body's base64 text (what a JSON
+            # answer and a later `as audio;base64` carry), never bytes decoded as text
+            body: Any = base64.b64encode(raw).decode("ascii")
+            if self.spec.output is None:
+                yield body
+                return
+            yield ctx.resolve("output", {"response": body})
+            return
         text = raw.decode(_charset(response), errors="replace")
-        body: Any = text
-        if "json" in response.headers.get("content-type", ""):
+        body = text
+        if "json" in content_type:
             try:
                 body = json.loads(text)
             except ValueError:  # a JSON body that does not parse was cut short, or is broken
@@ -338,6 +353,15 @@ class HttpStreamNode:
             yield body
             return
         yield ctx.resolve("output", {"response": body})
+
+
+def _is_binary(content_type: str) -> bool:
+    """True for a body that is not text: anything but text/*, JSON, XML, JavaScript and
+    form data (a body without a content type is taken as text)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if not kind or kind.startswith("text/"):
+        return False
+    return not any(mark in kind for mark in ("json", "xml", "javascript", "x-www-form-urlencoded"))
 
 
 #: header names are tokens; values are visible ASCII, spaces and tabs (no line breaks, no NUL)
