@@ -4,13 +4,18 @@ the mermaid graph renders as SVG, and the service state shows."""
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
+from support.paths import PYTHON, TESTS_DIR
 from support.procs import free_port
+
+ECHO_HTTP = TESTS_DIR / "servers" / "echo_http.py"
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -159,5 +164,45 @@ def test_a_service_that_crashed_and_came_back_shows_why(browser, flowctl_up) -> 
             assert page.text_content("#services li[data-node=llm] .last-exit") == "last one was killed by SIGSEGV"
             llm = client.get("/ready").json()["services"]["llm"]
         assert (llm["state"], llm["restarts"], llm["last_exit"], llm["reason"]) == ("ready", 1, "was killed by SIGSEGV", None)
+    finally:
+        context.close()
+
+
+def test_a_select_input_is_a_select_box_and_a_media_input_takes_a_file(browser, flowctl_up, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """model-compose's `as select/a,b` and `as image` inputs, as the form shows them."""
+    port = free_port()
+    flow = f"""\
+controller: {{type: http-server, base_path: /api}}
+component:
+  type: http-server
+  port: {port}
+  start: [{json.dumps(PYTHON)}, {json.dumps(str(ECHO_HTTP))}, --port, "{port}"]
+  action:
+    path: /echo
+    body:
+      size: ${{input.size as select/small,large | large @(description Image size)}}
+      photo: ${{input.photo as image/png}}
+workflow:
+  output: ${{output.echo}}
+"""
+    up = flowctl_up(flow)
+    picture = tmp_path / "dot.png"
+    picture.write_bytes(b"\x89PNG fake")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(up.ui + "/")
+        page.wait_for_selector("#input-size")
+        assert page.evaluate("document.querySelector('#input-size').tagName") == "SELECT"
+        assert page.evaluate("[...document.querySelector('#input-size').options].map(o => o.value)") == ["small", "large"]
+        assert page.input_value("#input-size") == "large"
+        assert "Image size" in page.text_content(".field[data-field=size] label")
+        page.select_option("#input-size", "small")
+        page.set_input_files(".field[data-field=photo] input[type=file]", str(picture))
+        page.wait_for_function("document.querySelector('#input-photo').value.startsWith('data:image/png;base64,')")
+        page.click("#run")
+        page.wait_for_selector("#run-status[data-status=succeeded]", timeout=10_000)
+        shown = json.loads(page.text_content("#output"))
+        assert shown == {"size": "small", "photo": "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()}
     finally:
         context.close()
