@@ -164,7 +164,9 @@ def _resolve(ref: Reference, bindings: Mapping[BindingKey, Any], sources: Sequen
         step = rest[index]
         if isinstance(node, Mapping) and isinstance(step, str):
             if step not in node:
-                if ref.has_default and ref.fallback is None:
+                if ref.fallback is not None:  # statically missing: the fallback is what is read
+                    return replace(ref.fallback, spec=ref.spec or ref.fallback.spec, type=ref.type or ref.fallback.type, optional=False)
+                if ref.has_default:
                     return _literal(ref, ref.default)
                 names = ", ".join(str(name) for name in node) or "nothing"
                 raise Unbindable(f"'{ref.dotted}': {format_path(ref.source, ref.path[: len(key) - 1 + index])} has no '{step}'", hint=f"it has: {names}")
