@@ -317,7 +317,18 @@ class WorkflowLowering:
         bound = self.bind(written, path, extra)
         if bound is None or not self.check_native(bound, path):
             return None
-        return self.output_node(bound, path)
+        return self.output_node(bound, path, self.read_nodes(written, terminals))
+
+    def read_nodes(self, written: Any, terminals: list[str]) -> list[str]:
+        """The nodes of the jobs `written` (model-compose templates) reads the output of."""
+        try:
+            refs = references_in(written, MC_SOURCES)
+        except TemplateError:
+            return []
+        jobs = [str(ref.path[0]) for ref in refs if ref.source == "jobs" and ref.path]
+        if any(ref.source == "output" for ref in refs) and len(terminals) == 1:
+            jobs.append(terminals[0])
+        return list(dict.fromkeys(self.jobs[j].node for j in jobs if j in self.jobs))
 
     def terminals(self) -> list[str]:
         """Jobs no other job depends on (model-compose returns their output); routing jobs
@@ -341,7 +352,7 @@ class WorkflowLowering:
             return written
         return unparse(Reference(ref.source, ref.path, job.hint.value_type, ref.default, "", job.hint))
 
-    def output_node(self, bound: Any, path: PathKey) -> str | None:
+    def output_node(self, bound: Any, path: PathKey, needs: list[str] | None = None) -> str | None:
         """Make `bound` (a native tree) the output of one node and return its id."""
         ref = _whole_reference(bound)
         if ref is not None:
@@ -364,7 +375,7 @@ class WorkflowLowering:
         folded = self.fold(bound, path)
         if folded is not None:
             return folded
-        return self.materialize(bound, path, f"{self.lw.unique(keys.node_id(self.given_id or 'workflow', 'workflow'))}-output")
+        return self.materialize(bound, path, f"{keys.node_id(self.given_id or 'workflow', 'workflow')}-output", needs)
 
     def sink(self, target: str, kind: str, path: PathKey) -> str:
         """An sse-sink streaming `target`'s output as `kind` (stream/text or stream/json)."""
@@ -393,10 +404,15 @@ class WorkflowLowering:
         self.lw.origin[("nodes", target, "output")] = path
         return target
 
-    def materialize(self, value: Any, path: PathKey, wanted: str) -> str:
-        """A value node that builds `value` (the DAG engine's `value` node)."""
+    def materialize(self, value: Any, path: PathKey, wanted: str, needs: list[str] | None = None) -> str:
+        """A value node that builds `value` (the DAG engine's `value` node), after `needs`:
+        the nodes of the jobs it stands for, even where it reads none of them (so it runs,
+        or is skipped, with them)."""
         node_id = self.lw.unique(wanted)
-        self.lw.add_node(node_id, {"type": "value", "value": value}, path, {"value": path})
+        node: dict[str, Any] = {"type": "value", "value": value}
+        if needs:
+            node["needs"] = needs
+        self.lw.add_node(node_id, node, path, {"value": path})
         return node_id
 
     def join_routed(self, terminals: list[str]) -> str | None:
@@ -406,7 +422,7 @@ class WorkflowLowering:
         chain = None
         for job_id in reversed(terminals):
             job = self.jobs[job_id]
-            node = job.node if _is_node_output(job.value, job.node) else self.materialize(job.value, job.path, f"{job.node}-result")
+            node = job.node if _is_node_output(job.value, job.node) else self.materialize(job.value, job.path, f"{job.node}-result", [job.node])
             chain = Reference("nodes", (node, "output"), None, chain if chain is not None else NO_DEFAULT, "")
         assert chain is not None
         return self.output_node(unparse(chain), self.path)

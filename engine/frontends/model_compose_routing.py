@@ -88,9 +88,9 @@ def _if(wl: WorkflowLowering, job: Job) -> None:
             return
         test = {op: value}
         if condition.get("if_true"):
-            cases.append({**test, "to": _target(wl, condition["if_true"]), "name": f"{index}:true"})
+            cases.append({**test, "to": _target(wl, condition["if_true"]), "name": f"condition {index + 1}"})
         if condition.get("if_false"):
-            cases.append({"not": test, "to": _target(wl, condition["if_false"]), "name": f"{index}:false"})
+            cases.append({"not": test, "to": _target(wl, condition["if_false"]), "name": f"not condition {index + 1}"})
     node: dict[str, Any] = {"value": subject, "cases": cases}
     if data.get("otherwise"):
         node["default"] = _target(wl, data["otherwise"])
