@@ -45,7 +45,58 @@ def lower_component_job(wl: WorkflowLowering, job: Job) -> None:
     built = _lower(wl, job, "${input}")
     if built is not None:
         node, origin, fields = built
-        wl.lw.add_node(job.node, node, origin, fields)
+        if _resilience(wl, job, node, fields):
+            wl.lw.add_node(job.node, node, origin, fields)
+
+
+def _resilience(wl: WorkflowLowering, job: Job, node: dict[str, Any], fields: dict[Any, PathKey]) -> bool:
+    """`retry` → the request node's `retry:` (before the answer's first byte only); `on_error`
+    → a fallback value node: null for `ignore`, else its `output:` (which may read
+    `${error.message}`). False after a reported error."""
+    data, path = job.data, job.path
+    if data.get("retry") is not None:
+        where = (*path, "retry")
+        if node["type"] != "http-stream":
+            wl.error("`retry` is lowered for http calls only: flowctl does not run a command twice", where, key=True)
+            return False
+        retry = data["retry"]
+        if isinstance(retry, int) and not isinstance(retry, bool):
+            retry = {"max_attempt_count": retry}
+        if not isinstance(retry, dict):
+            wl.error("`retry` must be a number of attempts or a mapping", where)
+            return False
+        keys.check_keys(retry, where, keys.RETRY, "in retry", wl.lw.errors, wl.lw.doc.locate)
+        attempts = retry.get("max_attempt_count", 1)
+        delay = keys.parse_duration(retry.get("delay", 0))
+        cap = keys.parse_duration(retry["max_delay"]) if retry.get("max_delay") is not None else 3600.0
+        backoff = retry.get("backoff", "fixed")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1 or delay is None or cap is None or backoff not in ("fixed", "exponential"):
+            wl.error("`retry` takes max_attempt_count (1 or more), delay and max_delay (durations), backoff (fixed or exponential)", where)
+            return False
+        node["retry"] = {"max_attempts": attempts, "initial_interval": delay, "backoff_factor": 2.0 if backoff == "exponential" else 1.0,
+                         "max_interval": cap, "jitter": False}
+        fields["retry"] = where
+    on_error = data.get("on_error")
+    if on_error is None:
+        return True
+    where = (*path, "on_error")
+    if isinstance(on_error, str) and on_error.lower() == "ignore":
+        value: Any = None
+    elif isinstance(on_error, dict):
+        keys.check_keys(on_error, where, keys.ON_ERROR, "in on_error", wl.lw.errors, wl.lw.doc.locate)
+        if "to" in on_error:
+            return False
+        value = wl.bind(on_error.get("output"), (*where, "output"), {("error",): {"message": f"${{nodes.{job.node}.error.message}}"}})
+        if value is None and on_error.get("output") is not None:
+            return False
+    else:
+        wl.error("`on_error` must be `ignore` or a mapping with `output:`", where)
+        return False
+    fallback = wl.lw.unique(f"{job.node}-fallback")
+    wl.lw.add_node(fallback, {"type": "value", "value": value}, where, {"value": (*where, "output")})
+    node["fallback"] = fallback
+    fields["fallback"] = where
+    return True
 
 
 def inline_component_node(wl: WorkflowLowering, parent: Job, data: dict[str, Any], path: PathKey) -> dict[str, Any] | None:

@@ -141,7 +141,11 @@ _JOB_COMMON = Section(
     noop={"max_run_count": (25,)},
 )
 
-JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output"}, _JOB_COMMON.unsupported, {**_JOB_COMMON.noop, "repeat_count": (1,)})
+# a component job's `retry` and `on_error` are lowered (request retries, a fallback node)
+JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output", "retry", "on_error"},
+              _JOB_COMMON.unsupported - {"retry", "on_error"}, {**_JOB_COMMON.noop, "repeat_count": (1,)})
+RETRY = Section(supported=frozenset({"max_attempt_count", "delay", "backoff", "max_delay"}))
+ON_ERROR = Section(supported=frozenset({"output"}), unsupported=frozenset({"to"}))
 
 #: `if` (IfJobConfig): one condition may be written inline, without `conditions:`
 IF_JOB = _JOB_COMMON.with_keys(supported={"input", "conditions", "otherwise", "operator", "value", "if_true", "if_false"})

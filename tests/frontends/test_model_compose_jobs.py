@@ -180,7 +180,7 @@ workflow:
         (("depends_on: [quote]", "depends_on: [quote]\n    - {id: quote, component: writer}"), "- {id: quote, component: writer}",
          "job id 'quote' is used twice", None),
         (("component: speaker", "component: speakr"), "component: speakr", "unknown component 'speakr'", "did you mean 'speaker'?"),
-        (("      input: ${input}\n", "      input: ${input}\n      retry: 3\n"), "retry: 3", "model-compose key 'retry' is not supported", None),
+        (("      input: ${input}\n", "      input: ${input}\n      interrupt: {before: true}\n"), "interrupt:", "model-compose key 'interrupt' is not supported", None),
         (("type: http-client\n    action:\n      endpoint", "type: http-client\n    action:\n      method: POST\n      headers: {Content-Type: multipart/form-data}\n      endpoint"),
          "multipart/form-data", "multipart/form-data upload is not supported", None),
         (("      input: ${input}\n", "      input: ${input}\n      type: loop\n"), "type: loop", "job type 'loop' is not supported", "for-each"),

@@ -265,3 +265,29 @@ def test_routing_and_shell_errors_point_into_the_file(flow: str, marker: str, me
     assert found, "\n".join(map(str, errors))
     line = next(n for n, text in enumerate(flow.splitlines(), 1) if marker in text)
     assert found[0].location is not None and found[0].location.line == line, str(found[0])
+
+
+def test_retry_and_on_error_become_request_retries_and_a_fallback(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens: every attempt fails to connect
+    flow = f"""\
+workflow:
+  jobs:
+    - id: ask
+      component: api
+      retry: {{max_attempt_count: 2, delay: 10ms, backoff: exponential}}
+      on_error:
+        output: {{failed: true, why: "${{error.message}}"}}
+component:
+  id: api
+  type: http-client
+  action:
+    endpoint: http://127.0.0.1:{port}/ask
+    body: {{q: "${{input.q | x}}"}}
+"""
+    spec = spec_of(flow)
+    ask = spec.nodes["ask"]
+    assert ask.retry.max_attempts == 2 and ask.retry.initial_interval == 0.01 and ask.retry.backoff_factor == 2.0
+    assert ask.fallback == "ask-fallback"
+    assert spec.nodes["ask-fallback"].value == {"failed": True, "why": "${nodes.ask.error.message}"}
+    out = run(tmp_path, flow)
+    assert out["failed"] is True and "cannot connect" in out["why"]
