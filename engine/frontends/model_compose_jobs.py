@@ -123,6 +123,12 @@ class WorkflowLowering:
     def bind(self, value: Any, path: PathKey, extra: dict[tuple[Any, ...], Any] | None = None) -> Any:
         """`value` (model-compose templates) with the other jobs' values, `extra` and
         `${context.run_id}` substituted; errors are reported at `path` and give None."""
+        operator = _operator_key(value)
+        if operator is not None:
+            at, key = operator
+            self.error(f"model-compose's `{key}` operator in a value is not supported by flowctl", (*path, *at), key=True,
+                       hint="build the value in a job (a command or an http call), or write this part in flowctl's native form")
+            return None
         try:
             bound = bind(value, {**self.bindings(), **(extra or {})}, MC_SOURCES)
         except TemplateError as exc:
@@ -426,6 +432,27 @@ class WorkflowLowering:
             chain = Reference("nodes", (node, "output"), None, chain if chain is not None else NO_DEFAULT, "")
         assert chain is not None
         return self.output_node(unparse(chain), self.path)
+
+
+#: mapping keys that are model-compose operators (map, join, conditional, split, zip, spread)
+_OPERATOR_KEYS = ("*", "+", "?", "|", "&", "...")
+
+
+def _operator_key(value: Any, at: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:
+    """Where the first model-compose value operator (`"*": ...`) is in `value`, if any."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _OPERATOR_KEYS:
+                return (*at, key), key
+            found = _operator_key(item, (*at, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _operator_key(item, (*at, index))
+            if found is not None:
+                return found
+    return None
 
 
 def _whole_reference(value: Any) -> Reference | None:

@@ -344,3 +344,8 @@ def test_a_job_feeds_a_streamed_job(running: Any) -> None:
         events = list(iter_sse_events(r.iter_lines()))
     assert [e.event for e in events][-1] == "done" and json.loads(events[-1].data)["status"] == "succeeded"
     assert "".join(e.data for e in events if e.event == "message") == "hello and more"
+
+
+def test_value_operators_are_named_not_passed_through() -> None:
+    text = CHAIN.replace("        audio: ${output as audio/mp3;base64}\n", '        audio: ${output as audio/mp3;base64}\n        list:\n          "*": ${jobs.quote.output}\n')
+    assert_error_at(text, '"*":', "model-compose's `*` operator in a value is not supported")
