@@ -35,7 +35,7 @@ def reason(messages: list[str]) -> tuple[str, str]:
     texts = [re.sub(r"^(flowctl: error: )?[^:]+:\d+:\d+: ", "", m) for m in messages]
     texts = [re.sub(r" \(.*\)$", "", t).strip() for t in texts] or [""]
     for key in _PRIORITY:
-        for text, message in zip(texts, messages):
+        for text, message in zip(texts, messages, strict=False):
             if key in text:
                 return text, message
     return texts[0], messages[0] if messages else ""

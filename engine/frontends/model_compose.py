@@ -207,7 +207,7 @@ class _Lowering:
             self.shell_setup(info)
         else:
             info["base_url"] = component.get("base_url")
-        info["actions"] = self.actions(component, path, keys.COMPONENT_ACTIONS[type_name], where)
+        info["actions"] = self.actions(component, path, keys.COMPONENT_ACTIONS[str(type_name)], where)
 
     def component_runtime(self, component: dict[str, Any], path: PathKey) -> None:
         """`runtime:` (a name or `{type: ...}`): native, process and embedded all mean a local

@@ -30,6 +30,7 @@ from . import model_compose_keys as keys
 from .model_compose_jobs import ANY_SOURCES, Job
 
 if TYPE_CHECKING:
+    from .model_compose import _Lowering
     from .model_compose_jobs import WorkflowLowering
 
 #: programs that run their `-c`/`-e` argument as code: a request value must never be in it
@@ -125,7 +126,7 @@ def inline_component_node(wl: WorkflowLowering, parent: Job, data: dict[str, Any
 
 def _reads_stdout_only(value: Any, node: str) -> bool:
     stdout = f"${{nodes.{node}.output}}"
-    return value == stdout or value == {"stdout": stdout, "exit_code": 0}
+    return bool(value == stdout or value == {"stdout": stdout, "exit_code": 0})
 
 
 def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = True) -> Built | None:
@@ -341,10 +342,10 @@ def _argv_is_safe(wl: WorkflowLowering, argv: list[str], command_path: PathKey) 
     return False
 
 
-def _working_dir(lw: Any, component: dict[str, Any], spec: dict[str, Any]) -> str | None:
+def _working_dir(lw: _Lowering, component: dict[str, Any], spec: dict[str, Any]) -> str | None:
     """model-compose: the action's `working_dir` under the component's `base_dir`, else
     `base_dir`; relative paths start at the flow file's folder."""
-    base = component.get("base_dir")
+    base: str | None = component.get("base_dir")
     working = spec.get("working_dir")
     if working is None:
         return base

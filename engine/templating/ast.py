@@ -99,16 +99,15 @@ def format_path(source: str, path: tuple[Step, ...]) -> str:
             out.append("[*]")
         elif isinstance(seg, int):
             out.append(f"[{seg}]")
-        elif _is_plain_name(seg):
+        elif isinstance(seg, str) and _is_plain_name(seg):
             out.append(f".{seg}")
-        else:
+        elif isinstance(seg, str):
             escaped = seg.replace("\\", "\\\\").replace('"', '\\"')
             out.append(f'["{escaped}"]')
     return "".join(out)
 
 
-def _is_plain_name(seg: str | _Wildcard) -> bool:
-    assert isinstance(seg, str)
+def _is_plain_name(seg: str) -> bool:
     return bool(seg) and (seg[0].isalpha() or seg[0] == "_") and all(c.isalnum() or c in "_-" for c in seg)
 
 

@@ -124,7 +124,7 @@ def path_walker(path: tuple[Step, ...]) -> Callable[[Any], Any]:
     return walk
 
 
-def _resolver(source: str, path: tuple[str | int, ...]) -> Resolver:
+def _resolver(source: str, path: tuple[Step, ...]) -> Resolver:
     """A function: scope -> the value at `source` + `path`, or MISSING."""
     missing = MISSING
 
@@ -219,7 +219,7 @@ def _evaluator(expr: Expr, template: str) -> Callable[[Mapping[str, Any], Any], 
             return caster(value, dotted)
         if has_default:
             return caster(default, dotted) if default_is_lazy else default  # type: ignore[misc]
-        if reads_node and _skipped(scope, ref.path[0]):
+        if reads_node and isinstance(ref.path[0], str) and _skipped(scope, ref.path[0]):
             return None
         if on_missing is not _RAISE:
             return on_missing
@@ -246,9 +246,11 @@ def _evaluator(expr: Expr, template: str) -> Callable[[Mapping[str, Any], Any], 
 
 def _with_fallbacks(reference: Reference) -> tuple[Reference, ...]:
     """A reference and the fallbacks in its default (`${a | ${b | ${c}}}` gives a, b, c)."""
-    chain = [reference]
-    while chain[-1].fallback is not None:
-        chain.append(chain[-1].fallback)  # type: ignore[arg-type]
+    chain = []
+    current: Reference | None = reference
+    while current is not None:
+        chain.append(current)
+        current = current.fallback
     return tuple(chain)
 
 
@@ -305,7 +307,7 @@ class Template:
             return self.render(scope)
         return "".join([p if p.__class__ is str else encode(part, to_text(p(scope, _RAISE))) for part, p in zip(self.parts, self._pieces, strict=True)])  # type: ignore
 
-    def plain_path(self) -> tuple[str, tuple[str | int, ...]] | None:
+    def plain_path(self) -> tuple[str, tuple[Step, ...]] | None:
         """(source, path) when this template is one reference with no `as` type and no
         default (its value is what sits at that path, as is), else None. A reader of many
         values (one per streamed chunk) can then walk the path itself (`path_walker`)."""

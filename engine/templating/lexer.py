@@ -151,7 +151,7 @@ def _expression(text: str, i: int, open_at: int) -> Generator[Token, None, int]:
             raise _error(f"unexpected character {ch!r}", text, i)
 
 
-def _type(text: str, i: int, open_at: int) -> Iterator[Token]:
+def _type(text: str, i: int, open_at: int) -> Generator[Token, None, int]:
     """The type after `as`, read whole (up to a space, `|` or `}`) as one TYPE token."""
     n = len(text)
     while i < n and text[i].isspace():

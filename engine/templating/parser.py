@@ -30,6 +30,7 @@ from .lexer import Token, tokenize
 from .scalar import load_flow, resolve_plain
 from .types import TypeSpec, TypeSyntaxError, parse_type
 
+
 def parse_parts(text: str, sources: Sequence[str] = SOURCES) -> tuple[Part, ...]:
     """The parts of `text`, in order; adjacent literal text is one `Text`. `sources` are the
     names a reference may start with (a front end parsing another tool's templates passes
@@ -106,16 +107,16 @@ class _Parser:
         spec = self.type_clause()
         default: Any = NO_DEFAULT
         default_at = -1
-        if self.tok.kind == "PIPE":
+        if self.at("PIPE"):
             self.advance()
-            if self.tok.kind == "OPEN":  # a fallback reference: `| ${env.X}`
+            if self.at("OPEN"):  # a fallback reference: `| ${env.X}`
                 default_at = self.tok.start
                 default = self.expression(optional=True).reference
             else:
                 token = self.advance()  # the lexer always yields DEFAULT after PIPE
                 default, default_at = self.default_value(token), token.start
         annotations = []
-        while self.tok.kind == "ANNOTATION":
+        while self.at("ANNOTATION"):
             name, _, value = self.advance().value.partition(" ")
             annotations.append((name, value.strip()))
         if self.tok.kind != "CLOSE":

@@ -69,9 +69,10 @@ def references_in(value: Any, sources: Sequence[str] = SOURCES) -> list[Referenc
     if isinstance(value, str):
         for part in parse_parts(value, sources):
             if isinstance(part, Expr):
-                found.append(part.reference)
-                while found[-1].fallback is not None:
-                    found.append(found[-1].fallback)  # type: ignore[arg-type]
+                ref: Reference | None = part.reference
+                while ref is not None:
+                    found.append(ref)
+                    ref = ref.fallback
     elif isinstance(value, Mapping):
         for item in value.values():
             found += references_in(item, sources)
@@ -97,7 +98,7 @@ def _bind_tree(value: Any, bindings: Mapping[BindingKey, Any], sources: Sequence
             return _bind_text(value, bindings, sources)
         except (TemplateError, Unbindable) as exc:
             if getattr(exc, "value_path", None) is None:
-                exc.value_path = at  # type: ignore[attr-defined]
+                setattr(exc, "value_path", at)  # noqa: B010 (the errors are shared; the path is this walk's)
             raise
     if isinstance(value, Mapping):
         return {key: _bind_tree(item, bindings, sources, (*at, key)) for key, item in value.items()}
@@ -185,7 +186,8 @@ def _resolve(ref: Reference, bindings: Mapping[BindingKey, Any], sources: Sequen
         if remaining:
             raise Unbindable(f"'{ref.dotted}': {format_path(ref.source, ref.path[: len(ref.path) - len(remaining)])} is text, it has no '{_step_text(remaining[0])}'")
         if not inner:
-            return _literal(ref, inner_parts[0].value if inner_parts else "")
+            text = inner_parts[0].value if inner_parts and isinstance(inner_parts[0], Text) else ""
+            return _literal(ref, text)
         if ref.spec is not None and ref.type not in ("text", "any"):
             raise Unbindable(f"'{ref.dotted}' is text built from several values; it cannot be read as {ref.spec.text}")
         return _Literal(node)

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support.paths import FAKE_VLLM, PYTHON, TESTS_DIR
+from support.procs import free_port
 
 from flowctl.engine.errors import FlowError
 from flowctl.engine.flow import load_flow_text
 from flowctl.engine.frontends import to_flow_spec
 from flowctl.engine.loader import load_text
 from flowctl.nodes.sse_parser import iter_sse_events
-from support.paths import FAKE_VLLM, PYTHON, TESTS_DIR
-from support.procs import free_port
 
 ECHO_HTTP = TESTS_DIR / "servers" / "echo_http.py"
 

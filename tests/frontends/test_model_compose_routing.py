@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.paths import PYTHON, TESTS_DIR
+from support.procs import free_port
 
 from flowctl.engine.errors import FlowError
 from flowctl.engine.flow import load_flow_text
 from flowctl.engine.frontends import to_flow_spec
 from flowctl.engine.loader import load_text
-from support.paths import PYTHON, TESTS_DIR
-from support.procs import free_port
 
 FLOWCTL = str(Path(sys.executable).with_name("flowctl"))
 ECHO_HTTP = TESTS_DIR / "servers" / "echo_http.py"
