@@ -4,19 +4,28 @@
     controller (http-server)                       server (host, port, base_path; webui.port → ui_port)
     component http-server manage.install/build    <component>-install   env-setup (venv: false)
     component http-server manage.start             <component>           process-start (TCP probe on port)
-    job → component action (http-server/-client)   <job>                 http-stream
-    job/workflow output `${output as text;sse-text}` <job>-output        sse-sink
+    job → http-server / http-client action         <job>                 http-stream
+    job → shell action                             <job>                 command
+    if / switch / random-router job                <job>                 switch
+    filter / for-each job                          <job>                 map
+    delay job                                      <job>                 value (delay)
+    a streamed workflow output                     <job>-output          sse-sink
     workflow                                       workflows.<id> (single, id-less: `__default__`)
+
+This module reads the file's top level, its controller and its components;
+`model_compose_jobs` lowers each workflow's jobs (with `model_compose_calls` for component
+jobs, `model_compose_routing` for the rest) and `model_compose_keys` says which keys exist.
 
 `manage` scripts follow model-compose: a list of strings is one argv (`[bash, -c, script]`),
 a list of lists is several commands; `start` is one argv. A plain string (a flowctl
 extension) is run by `bash -c`. The scripts are not templates in model-compose, so any `${`
-in them reaches the shell untouched. Each native path remembers the path it came from
-(`LoweredDocument.origin`), so later errors point into the user's file.
+in them reaches the shell untouched (but `${env.NAME}`). Each native path remembers the path
+it came from (`LoweredDocument.origin`), so later errors point into the user's file.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +34,6 @@ from ..loader import LoadedDocument, PathKey
 from . import model_compose_keys as keys
 from .located import LoweredDocument
 from .model_compose_jobs import DEFAULT_WORKFLOW_ID, lower_workflows
-from .model_compose_output import literal
 
 #: top-level keys that mark a file as model-compose (the native form has `nodes:`)
 MODEL_COMPOSE_KEYS = frozenset({"controller", "component", "components", "workflow"})
@@ -369,6 +377,27 @@ class _Lowering:
 
     def workflows(self, data: dict[str, Any]) -> dict[str, Any]:
         return lower_workflows(self, data)
+
+
+def literal(value: Any) -> Any:
+    """`value` with every `${` written `$${`, so flowctl's templating leaves it as it is,
+    except `${env.NAME}`: model-compose fills those in everywhere when it loads a file, and
+    flowctl's service nodes read `env` too. A shell `${HOME}` in an install script must reach
+    bash untouched.
+
+    >>> literal(["bash", "-c", "echo ${HOME} ${env.TOKEN}"])
+    ['bash', '-c', 'echo $${HOME} ${env.TOKEN}']
+    """
+    if isinstance(value, str):
+        return _NOT_ENV.sub("$${", value)
+    if isinstance(value, list):
+        return [literal(item) for item in value]
+    if isinstance(value, dict):
+        return {key: literal(item) for key, item in value.items()}
+    return value
+
+
+_NOT_ENV = re.compile(r"\$\{(?!\s*env\.)")
 
 
 __all__ = ["DEFAULT_WORKFLOW_ID", "MODEL_COMPOSE_KEYS", "lower_model_compose"]

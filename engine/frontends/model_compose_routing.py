@@ -60,28 +60,42 @@ def _switch_node(wl: WorkflowLowering, job: Job, node: dict[str, Any]) -> None:
     job.value = f"${{nodes.{job.node}.output}}"
 
 
-def _if(wl: WorkflowLowering, job: Job) -> None:
+def _entries(wl: WorkflowLowering, job: Job, key: str, inline_keys: tuple[str, ...], section: keys.Section, what: str) -> list[tuple[PathKey, dict[str, Any]]] | None:
+    """The mappings listed under `key:` (an if's `conditions`, a switch's `cases`), each with
+    where it is written, or the one written inline on the job; None after a reported error."""
     data, path = job.data, job.path
+    written = data.get(key)
+    if written is None and any(k in data for k in inline_keys):
+        return [(path, {k: data[k] for k in inline_keys if k in data})]
+    if not isinstance(written, list):
+        wl.error(f"`{key}` must be a list of {what}", (*path, key) if key in data else path, key=key not in data)
+        return None
+    found = []
+    for index, entry in enumerate(written):
+        where = (*path, key, index)
+        if not isinstance(entry, dict):
+            wl.error(f"each of `{key}` is a mapping: {what}", where)
+            return None
+        keys.check_keys(entry, where, section, f"in {key}", wl.lw.errors, wl.lw.doc.locate)
+        found.append((where, entry))
+    return found
+
+
+def _route(wl: WorkflowLowering, job: Job, subject: Any, cases: list[dict[str, Any]]) -> None:
+    """The switch node: `cases` over `subject`, `otherwise` as its default."""
+    node: dict[str, Any] = {"value": subject, "cases": cases}
+    if job.data.get("otherwise"):
+        node["default"] = _target(wl, job.data["otherwise"])
+    _switch_node(wl, job, node)
+
+
+def _if(wl: WorkflowLowering, job: Job) -> None:
     subject = _subject(wl, job)
-    if subject is None:
-        return
-    conditions = data.get("conditions")
-    if conditions is None:  # one condition written inline
-        conditions, base = [{k: data[k] for k in ("operator", "value", "if_true", "if_false") if k in data}], path
-        inline = True
-    else:
-        base, inline = (*path, "conditions"), False
-    if not isinstance(conditions, list):
-        wl.error("`conditions` must be a list", base)
+    conditions = _entries(wl, job, "conditions", ("operator", "value", "if_true", "if_false"), keys.IF_CONDITION, "operator, value, if_true, if_false")
+    if subject is None or conditions is None:
         return
     cases: list[dict[str, Any]] = []
-    for index, condition in enumerate(conditions):
-        where = base if inline else (*base, index)
-        if not isinstance(condition, dict):
-            wl.error("a condition must be a mapping (operator, value, if_true, if_false)", where)
-            return
-        if not inline:
-            keys.check_keys(condition, where, keys.IF_CONDITION, "in condition", wl.lw.errors, wl.lw.doc.locate)
+    for index, (where, condition) in enumerate(conditions):
         op = _operator(wl, condition.get("operator"), (*where, "operator"))
         value = wl.bind(condition.get("value"), (*where, "value"))
         if op is None or (value is None and condition.get("value") is not None):
@@ -91,39 +105,22 @@ def _if(wl: WorkflowLowering, job: Job) -> None:
             cases.append({**test, "to": _target(wl, condition["if_true"]), "name": f"condition {index + 1}"})
         if condition.get("if_false"):
             cases.append({"not": test, "to": _target(wl, condition["if_false"]), "name": f"not condition {index + 1}"})
-    node: dict[str, Any] = {"value": subject, "cases": cases}
-    if data.get("otherwise"):
-        node["default"] = _target(wl, data["otherwise"])
-    _switch_node(wl, job, node)
+    _route(wl, job, subject, cases)
 
 
 def _switch(wl: WorkflowLowering, job: Job) -> None:
-    data, path = job.data, job.path
     subject = _subject(wl, job)
-    if subject is None:
-        return
-    written = data.get("cases")
-    if written is None and "then" in data:
-        written, base, inline = [{k: data[k] for k in ("value", "then") if k in data}], path, True
-    else:
-        base, inline = (*path, "cases"), False
-    if not isinstance(written, list):
-        wl.error("`cases` must be a list of {value, then}", base)
+    written = _entries(wl, job, "cases", ("value", "then"), keys.SWITCH_CASE, "value, then")
+    if subject is None or written is None:
         return
     cases = []
-    for index, case in enumerate(written):
-        where = base if inline else (*base, index)
-        if not isinstance(case, dict) or "then" not in case:
-            wl.error("a case is a mapping with `value:` and `then:`", where)
+    for where, case in written:
+        if "then" not in case:
+            wl.error("a case needs `then:`: the job it routes to", where, key=True)
             return
-        if not inline:
-            keys.check_keys(case, where, keys.SWITCH_CASE, "in case", wl.lw.errors, wl.lw.doc.locate)
         value = wl.bind(case.get("value"), (*where, "value"))
         cases.append({"equals": value, "to": _target(wl, case["then"]), "name": str(case.get("value"))})
-    node: dict[str, Any] = {"value": subject, "cases": cases}
-    if data.get("otherwise"):
-        node["default"] = _target(wl, data["otherwise"])
-    _switch_node(wl, job, node)
+    _route(wl, job, subject, cases)
 
 
 def _random(wl: WorkflowLowering, job: Job) -> None:

@@ -427,8 +427,8 @@ component:
 def test_docstring_examples() -> None:
     import doctest
 
-    from flowctl.engine.frontends import model_compose_keys, model_compose_output
+    from flowctl.engine.frontends import model_compose, model_compose_keys
 
-    for module in (model_compose_keys, model_compose_output):
+    for module in (model_compose_keys, model_compose):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
