@@ -12,18 +12,15 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engine.errors import ExitCode, FlowctlError, InputError, RunError, TemplateError, WorkflowNotFound
+from .server.console import FORMATS, Console
 from .server.console import error as _error
 
 if TYPE_CHECKING:
     from .engine.host import FlowHost
-
-DEFAULT_FLOW = "flows/local_chat.yml"
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -32,50 +29,99 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.USAGE
     try:
+        if getattr(args, "takes_flow", False):
+            _choose_flow(args)
         return int(args.handler(args))
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # `flowctl logs | head`: the reader has had enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.OK
     except FlowctlError as exc:
         _error(str(exc))
         return exc.exit_code
 
 
+def _choose_flow(args: argparse.Namespace) -> None:
+    """The one flow the command means (`engine/flow_files.py` decides), into `args.flow`, and
+    the env files read into the environment (the process's own values win)."""
+    from .engine.errors import UsageError
+    from .engine.flow_files import choose_flow, env_files_for, read_env_files
+
+    names = getattr(args, "names", None)
+    if names:  # `flowctl logs llm flow.yml`: a YAML file among the nodes is the flow
+        flows = [name for name in names if name.endswith((".yml", ".yaml"))]
+        args.names = [name for name in names if name not in flows]
+        args.flow = flows[0] if len(flows) == 1 else args.flow
+        if len(flows) > 1:
+            raise UsageError(f"two flows given ({' and '.join(flows)})", hint="name one")
+    given = list(dict.fromkeys(name for name in (args.file, getattr(args, "sub_file", None), getattr(args, "flow", None)) if name))
+    if len(given) > 1:
+        raise UsageError(f"two flows given ({' and '.join(given)})", hint="name one, as FLOW or with -f")
+    env_files = args.env_file or []
+    if env_files:
+        read_env_files([Path(name) for name in env_files])
+    choice = choose_flow(given[0] if given else None, read_dotenv=not env_files)
+    if not env_files:
+        read_env_files(env_files_for(choice.path, []))
+    args.flow = str(choice.path)
+    args.flow_choice = choice
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowctl", description="Run YAML flows that set up, start and stream from model servers.")
+    parser = argparse.ArgumentParser(
+        prog="flowctl",
+        description="Run YAML flows that set up, start and stream from model servers.",
+        epilog="FLOW, where a command takes one: the file given (as FLOW or -f), else $FLOWCTL_FLOW, else the one flow file in this directory, else flowctl's default flow (flows/local_chat.yml of its checkout). See docs/operating.md.",
+    )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"flowctl {__version__}")
+    parser.add_argument("-f", "--file", metavar="FLOW", help="the flow file (for any command; e.g. `flowctl -f flow.yml logs -f`)")
+    parser.add_argument("--env-file", action="append", metavar="FILE", help="read variables from FILE (repeatable; default: .env beside the flow); the environment wins")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    up = commands.add_parser("up", help="start the services and serve the API and web UI; hot-reload on edits")
-    up.add_argument("flow", nargs="?", default=DEFAULT_FLOW, help=f"flow file (default: {DEFAULT_FLOW})")
-    up.add_argument("--host", help="API bind address (default: the flow's, else 127.0.0.1)")
-    up.add_argument("--port", type=int, help="API port (default: the flow's, else 8080)")
-    up.add_argument("--ui-port", type=int, help="web UI port (default: the flow's, else 8081; 0 turns it off)")
+    def flow_command(name: str, help: str, *, positional: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        if positional:
+            sub.add_argument("flow", nargs="?", help="flow file (see FLOW in `flowctl --help`)")
+        sub.add_argument("--file", dest="sub_file", metavar="FLOW", help=argparse.SUPPRESS)
+        sub.set_defaults(takes_flow=True)
+        return sub
+
+    up = flow_command("up", "start the services and serve the API and web UI; hot-reload on edits")
+    up.add_argument("--host", help="API bind address (default: $FLOWCTL_HOST, else the flow's, else 127.0.0.1)")
+    up.add_argument("--port", type=int, help="API port (default: $FLOWCTL_PORT, else the flow's, else 8080)")
+    up.add_argument("--ui-port", type=int, help="web UI port (default: $FLOWCTL_UI_PORT, else the flow's, else 8081; 0 turns it off)")
     up.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without FLOWCTL_API_KEY")
     up.add_argument("--no-reload", action="store_true", help="do not watch the flow file")
     up.add_argument("-d", "--detach", action="store_true", help="run in the background (pid file beside the flow)")
+    up.add_argument("--build", action="store_true", help="set every environment up again from nothing, even where it is current")
+    up.add_argument("-v", "--verbose", action="store_true", help="show the services' own output on the console (it is always in `flowctl logs`)")
+    up.add_argument("--log-format", choices=FORMATS, default="auto", help="console: colour on a terminal, plain otherwise (auto), or JSON lines")
+    up.add_argument("--in-background", action="store_true", help=argparse.SUPPRESS)  # the copy `-d` starts
     up.set_defaults(handler=_cmd_up)
 
-    down = commands.add_parser("down", help="stop a detached `flowctl up`")
-    down.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    down = flow_command("down", "stop a detached `flowctl up`")
     down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to stop")
     down.set_defaults(handler=_cmd_down)
 
-    run = commands.add_parser("run", help="run a workflow once and print its streamed output")
-    run.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    ps = flow_command("ps", "show a running `flowctl up`: its services, their state, pids, ports and URLs")
+    ps.add_argument("--json", action="store_true", help="the record and /ready's answer as JSON")
+    ps.set_defaults(handler=_cmd_ps)
+
+    run = flow_command("run", "run a workflow once and print its streamed output")
     run.add_argument("--input", dest="input_json", help="input as JSON, or @file.json")
     run.add_argument("-i", dest="pairs", action="append", default=[], metavar="KEY=VALUE", help="one input value (repeatable)")
     run.add_argument("-w", "--workflow", help="workflow id (default: the flow's default workflow)")
     run.add_argument("-v", "--verbose", action="store_true", help="print each node's start, end, skip or failure (with timings) to stderr")
     run.set_defaults(handler=_cmd_run)
 
-    validate = commands.add_parser("validate", help="parse, validate and compile a flow without running it")
-    validate.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    validate = flow_command("validate", "parse, validate and compile a flow without running it")
     validate.set_defaults(handler=_cmd_validate)
 
-    graph = commands.add_parser("graph", help="print the compiled graph (mermaid by default)")
-    graph.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
+    graph = flow_command("graph", "print the compiled graph (mermaid by default)")
     graph.add_argument("--format", choices=["mermaid", "json", "dot"], default="mermaid")
     graph.add_argument("-w", "--workflow", help="only this workflow's nodes")
     graph.set_defaults(handler=_cmd_graph)
@@ -83,11 +129,19 @@ def _parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON Schema of the native flow format")
     schema.set_defaults(handler=_cmd_schema)
 
-    logs = commands.add_parser("logs", help="print a managed process's log")
-    logs.add_argument("node", help="node id")
-    logs.add_argument("flow", nargs="?", default=DEFAULT_FLOW)
-    logs.add_argument("-n", "--lines", type=int, default=100, help="last N lines (0: all)")
-    logs.set_defaults(handler=_cmd_logs)
+    logs = flow_command("logs", "print the services' logs (all, interleaved), or some of them; -f follows", positional=False)
+    logs.add_argument("names", nargs="*", metavar="NODE", help="service ids, or `flowctl` for flowctl's own log (default: all); a FLOW.yml here is the flow")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.add_argument("-n", "--tail", default="100", help="lines from the end of each log, or `all` (default: 100)")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show when each line was written")
+    logs.add_argument("--no-log-prefix", action="store_true", help="no `node |` prefix, even for several logs")
+    logs.set_defaults(handler=_cmd_logs, flow=None)
+
+    prune = commands.add_parser("prune", help="remove cached environments and pip caches that no given flow and no running flowctl uses")
+    prune.add_argument("flows", nargs="*", metavar="FLOW", help="flows whose environments to keep (default: the flow FLOW resolves to)")
+    prune.add_argument("-n", "--dry-run", action="store_true", help="only list what would be removed")
+    prune.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    prune.set_defaults(handler=_cmd_prune)
     return parser
 
 
@@ -131,7 +185,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .engine.flow import load_flow
     from .engine.host import FlowHost
 
-    host = FlowHost(load_flow(args.flow))
+    flow = load_flow(args.flow)
+    # the services it starts say what they do; their own output goes to their logs
+    host = FlowHost(flow, log=Console(names=flow.services).service)
     given = _parse_inputs(args.input_json, args.pairs)
     # the admission check a served run gets, before any service is started or `up` is asked
     workflow, _ = host.check(args.workflow, given)
@@ -286,7 +342,19 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from .server.options import UpOptions
     from .server.up import up
 
-    options = UpOptions(flow=args.flow, host=args.host, port=args.port, ui_port=args.ui_port, insecure=args.insecure, reload=not args.no_reload, detach=args.detach)
+    options = UpOptions(
+        flow=args.flow,
+        host=args.host,
+        port=args.port,
+        ui_port=args.ui_port,
+        insecure=args.insecure,
+        reload=not args.no_reload,
+        detach=args.detach,
+        in_background=args.in_background,
+        build=args.build,
+        verbose=args.verbose,
+        log_format=args.log_format,
+    )
     return up(options)
 
 
@@ -296,42 +364,26 @@ def _cmd_down(args: argparse.Namespace) -> int:
     return down(args.flow, args.timeout)
 
 
+def _cmd_ps(args: argparse.Namespace) -> int:
+    from .server.ps import ps
+
+    return ps(args.flow, as_json=args.json)
+
+
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from .engine.paths import state_dir_for
+    from .logs_command import parse_tail, show_logs
 
-    node = args.node
-    if not node or node in (".", "..") or "/" in node or "\\" in node or "\0" in node:
-        raise InputError("node", f"'{node[:80]}' is not a node id", hint="give the id of a process-start node, as in the flow file")
-    log = state_dir_for(args.flow) / "logs" / f"{node}.log"
-    if not log.is_file():
-        raise InputError("node", f"no log for '{node}' at {log}", hint="the node must be a process-start node that has run")
-    with open(log, "rb") as handle:
-        lines: Iterable[bytes]
-        if args.lines > 0:
-            lines = _last_lines(handle, args.lines)
-        else:
-            lines = iter(handle)  # the whole log, a line at a time
-        out = sys.stdout
-        for raw in lines:
-            out.write(raw.rstrip(b"\r\n").decode("utf-8", errors="replace") + "\n")
-    return ExitCode.OK
+    return show_logs(args.flow, args.names, count=parse_tail(args.tail), follow=args.follow, timestamps=args.timestamps, prefix=False if args.no_log_prefix else None)
 
 
-def _last_lines(handle: Any, count: int, block: int = 64 * 1024) -> list[bytes]:
-    """The last `count` lines of a binary file, reading backwards from its end: a 100 MB log
-    costs a few blocks, not 100 MB."""
-    handle.seek(0, 2)
-    position = handle.tell()
-    data = b""
-    while position > 0 and data.count(b"\n") <= count and len(data) < count * block:
-        step = min(block, position)
-        position -= step
-        handle.seek(position)
-        data = handle.read(step) + data
-    lines = data.splitlines()
-    if position > 0 and len(lines) > count:
-        lines = lines[1:]  # the first may be the end of a line that began before the read
-    return lines[-count:]
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from .prune_command import prune
+
+    flows = list(args.flows)
+    if not flows:
+        _choose_flow(args)
+        flows = [args.flow]
+    return prune(flows, dry_run=args.dry_run, yes=args.yes)
 
 
 __all__ = ["main", "TemplateError"]

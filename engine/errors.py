@@ -9,12 +9,14 @@ Callers catch at the level they care about, the way httpx keeps `_exceptions.py`
     │   ├── MissingValueError    a referenced path is not there and no default was given
     │   └── CastError            a value does not convert to the `as` type
     ├── InputError               a run's input is missing or does not cast
+    ├── UsageError               a command's option, environment variable or file is wrong
     ├── BadRequest               a request is malformed (not JSON, wrong shape)
     ├── Unauthorized             no API key, or the wrong one
     ├── HostNotAllowed           a `Host:` this server does not answer for
     ├── WorkflowNotFound         no workflow by that id
     │   └── ModelNotFound        ... asked for as an OpenAI model
     ├── RunNotFound              no run by that id (any more)
+    ├── ServiceNotFound          no service by that name in the flow
     ├── Busy                     the workflow's queue is full
     ├── ShuttingDown             flowctl is stopping and takes no new runs
     ├── RunError                 a per-run node failed: names the node and the cause
@@ -178,6 +180,14 @@ class InputError(FlowctlError):
         return {"field": self.field}
 
 
+class UsageError(FlowctlError):
+    """A command was used wrongly: an option, an environment variable or a file it names
+    (`flowctl` exits 2 with the message)."""
+
+    status_code = 400
+    exit_code = ExitCode.USAGE
+
+
 class BadRequest(FlowctlError):
     """The request itself is malformed (not JSON, wrong shape): HTTP 400, or 422 when it
     names a field whose value is wrong."""
@@ -248,6 +258,22 @@ class RunNotFound(FlowctlError):
 
     def details(self) -> dict[str, Any]:
         return {"run_id": self.run_id}
+
+
+class ServiceNotFound(FlowctlError):
+    """No service by that name in the flow (asked for its log, say)."""
+
+    status_code = 404
+    exit_code = ExitCode.USAGE
+    code = "not_found"
+
+    def __init__(self, node: str, *, hint: str | None = None) -> None:
+        node = clip(node)
+        super().__init__(f"no service '{node}' in this flow", hint=hint)
+        self.node = node
+
+    def details(self) -> dict[str, Any]:
+        return {"node": self.node}
 
 
 class Busy(FlowctlError):
@@ -341,9 +367,11 @@ __all__ = [
     "RunFailed",
     "RunNotFound",
     "ServiceError",
+    "ServiceNotFound",
     "ShuttingDown",
     "TemplateError",
     "Unauthorized",
     "UpstreamError",
+    "UsageError",
     "WorkflowNotFound",
 ]

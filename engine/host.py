@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..nodes.base import ServiceState, ServiceStatus
+from ..nodes.base import LogSink, ServiceState, ServiceStatus
 from .errors import Busy, FlowctlError, FlowError, RunError, ServiceError, ShuttingDown, WorkflowNotFound
 from .graph import CompiledFlow, CompiledWorkflow
 from .node_events import NodeEvent
@@ -69,7 +69,7 @@ class FlowHost:
         flow: CompiledFlow,
         *,
         state_dir: Path | None = None,
-        log: Callable[[str], None] | None = None,
+        log: LogSink | None = None,
         keep_runs: int = 1000,
         fixed_settings: Callable[[ServerSpec], dict[str, Any]] = settings_fixed_at_start,
     ) -> None:
@@ -99,9 +99,10 @@ class FlowHost:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, only: Iterable[str] | None = None) -> None:
-        """Start the flow's services (or just `only` and what they need)."""
-        await self.supervisor.start(self.flow, only)
+    async def start(self, only: Iterable[str] | None = None, *, rebuild: bool = False) -> None:
+        """Start the flow's services (or just `only` and what they need); `rebuild` sets
+        their environments up again even where the stamp is current (`up --build`)."""
+        await self.supervisor.start(self.flow, only, rebuild=rebuild)
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Take no new runs, let runs in flight finish for `drain_timeout` seconds, fail the
@@ -148,10 +149,7 @@ class FlowHost:
         """What /ready answers: `ready` is true only when every service node is up."""
         statuses = self.supervisor.statuses()
         down = self.supervisor.not_ready(self.flow.services)
-        services = {
-            node_id: _status_dict(statuses.get(node_id))
-            for node_id in self.flow.services
-        }
+        services = {node_id: self._service_dict(node_id, statuses.get(node_id)) for node_id in self.flow.services}
         result: dict[str, Any] = {"ready": not down and not self._closing, "services": services}
         if down:
             result["not_ready"] = down
@@ -162,6 +160,11 @@ class FlowHost:
         if self.restart_needed:
             result["restart_needed"] = list(self.restart_needed)
         return result
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop` began: no new runs; long-lived answers (a followed log) end."""
+        return self._closing
 
     @property
     def in_flight(self) -> int:
@@ -359,7 +362,15 @@ class FlowHost:
                 listener(event, data)
 
 
-def _status_dict(status: ServiceStatus | None) -> dict[str, Any]:
-    if status is None:
-        return {"state": "pending", "reason": "not started"}
-    return {"state": status.state.value, "reason": status.reason, "pid": status.pid, "restarts": status.restarts, "last_exit": status.last_exit, "last_log": status.last_log}
+    def _service_dict(self, node_id: str, status: ServiceStatus | None) -> dict[str, Any]:
+        """One service on /ready: its status, its type, and where it listens (what `flowctl
+        ps` and the UI show)."""
+        result: dict[str, Any] = {"type": self.flow.nodes[node_id].spec.type}
+        if status is None:
+            return {**result, "state": "pending", "reason": "not started"}
+        result.update(state=status.state.value, reason=status.reason, pid=status.pid, restarts=status.restarts, last_exit=status.last_exit, last_log=status.last_log, started=status.started)
+        output = self.supervisor.outputs.get(node_id) or {}
+        for key in ("port", "url"):
+            if output.get(key) is not None:
+                result[key] = output[key]
+        return result

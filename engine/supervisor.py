@@ -9,19 +9,17 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..nodes.base import ServiceContext, ServiceNode, ServiceState, ServiceStatus
+from ..nodes.base import LogSink, ServiceContext, ServiceLine, ServiceNode, ServiceState, ServiceStatus
 from ..nodes.registry import create_service
 from .errors import FlowctlError, RunError, ServiceError, TemplateError, UpstreamError
 from .graph import CompiledFlow
 
-LogSink = Callable[[str], None]
 
-
-def _stderr_log(line: str) -> None:
+def _stderr_log(line: ServiceLine) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -117,9 +115,10 @@ class Supervisor:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, flow: CompiledFlow, only: Iterable[str] | None = None) -> None:
+    async def start(self, flow: CompiledFlow, only: Iterable[str] | None = None, *, rebuild: bool = False) -> None:
         """Start `flow`'s services (or just `only` and what they need), in dependency order.
-        On failure, what this call started is stopped again and the error is raised."""
+        On failure, what this call started is stopped again and the error is raised.
+        `rebuild`: set environments up again even where their stamp is current."""
         wanted = set(only) if only is not None else set(flow.services)
         async with self._lock:
             started: list[str] = []
@@ -127,18 +126,17 @@ class Supervisor:
                 for node_id in flow.services:
                     if node_id not in wanted or node_id in self._nodes:
                         continue
-                    await self._start_one(flow, node_id)
+                    await self._start_one(flow, node_id, rebuild=rebuild)
                     started.append(node_id)
             except BaseException:
                 for node_id in reversed(started):
                     await asyncio.shield(self._stop_one(node_id))
                 raise
 
-    async def _start_one(self, flow: CompiledFlow, node_id: str) -> None:
+    async def _start_one(self, flow: CompiledFlow, node_id: str, *, rebuild: bool = False) -> None:
         node = flow.nodes[node_id]
-        scope = {"env": os.environ, "nodes": {sid: {"output": out} for sid, out in self.outputs.items()}}
         try:
-            resolved = {name: value.render(scope) for name, value in node.fields.items()}
+            resolved = resolve_fields(flow, node_id, self.outputs)
         except TemplateError as exc:
             raise ServiceError(node_id, exc.message, hint=exc.hint) from None
         instance = create_service(node.spec)
@@ -147,7 +145,7 @@ class Supervisor:
         self._fingerprints[node_id] = flow.service_fingerprints[node_id]
         if node_id not in self._order:
             self._order.append(node_id)
-        ctx = ServiceContext(node_id=node_id, resolved=resolved, state_dir=self.state_dir, log=self.log, on_change=self.on_change)
+        ctx = ServiceContext(node_id=node_id, resolved=resolved, state_dir=self.state_dir, log=self.log, on_change=self.on_change, rebuild=rebuild)
         try:
             self.outputs[node_id] = await instance.start(ctx)
         except BaseException as exc:
@@ -211,7 +209,7 @@ class Supervisor:
                 for node_id in leaving:
                     changed = node_id in new_prints
                     reason = "its spec changed (reload)" if changed else "removed from the flow (reload)"
-                    self.log(f"[{node_id}] {reason}, {'restarting' if changed else 'stopping'}" + (f"; cutting {cut} run(s) still in flight" if cut else ""))
+                    self.log(ServiceLine(node_id, f"{reason}, {'restarting' if changed else 'stopping'}" + (f"; cutting {cut} run(s) still in flight" if cut else "")))
                     if self.on_change and changed:
                         # runs still in flight that use it fail now with this reason, not a broken pipe
                         self.on_change(node_id, ServiceStatus(state=ServiceState.RESTARTING, reason=f"restarting: {reason}"))
@@ -234,7 +232,7 @@ class Supervisor:
                     status = ServiceStatus(state=ServiceState.FAILED, reason=f"needs '{blocked[0]}', which is not up")
                     self._failed[node_id] = status
                     self._fingerprints[node_id] = new_prints[node_id]
-                    self.log(f"[{node_id}] not started: {status.reason}")
+                    self.log(ServiceLine(node_id, f"not started: {status.reason}"))
                     if self.on_change:
                         self.on_change(node_id, status)
                     continue
@@ -242,10 +240,17 @@ class Supervisor:
                     await self._start_one(flow, node_id)
                 except FlowctlError as exc:
                     status = self._failed.setdefault(node_id, ServiceStatus(state=ServiceState.FAILED, reason=exc.message.splitlines()[0]))
-                    self.log(f"[{node_id}] failed to start after the reload: {str(exc).splitlines()[0]}")
+                    self.log(ServiceLine(node_id, f"failed to start after the reload: {str(exc).splitlines()[0]}"))
                     if self.on_change:
                         self.on_change(node_id, status)
             return touched
+
+
+def resolve_fields(flow: CompiledFlow, node_id: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A service node's template fields rendered against the environment and the outputs of
+    the services started before it. Raises TemplateError for what is not there."""
+    scope = {"env": os.environ, "nodes": {sid: {"output": out} for sid, out in outputs.items()}}
+    return {name: value.render(scope) for name, value in flow.nodes[node_id].fields.items()}
 
 
 async def _finish(aw: Awaitable[None]) -> None:

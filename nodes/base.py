@@ -122,13 +122,44 @@ class ServiceStatus:
     #: restart brings it back, so "ready (2 restarts)" can say what the restarts were for
     last_exit: str | None = None
     last_log: str | None = None
+    #: when (epoch seconds) the current process started; None without a process
+    started: float | None = None
 
     @property
     def ready(self) -> bool:
         return self.state is ServiceState.READY
 
 
-LogSink = Callable[[str], None]
+class LineKind(str, enum.Enum):
+    """What a line about a service is, so the console can choose what to show."""
+
+    #: a line of the service's own output (its process, its build): always in its log file,
+    #: on the console only with `--verbose`
+    OUTPUT = "output"
+    #: flowctl's words about the service: started, ready, exited, restarting
+    EVENT = "event"
+    #: a heartbeat while a long step runs: elapsed time and the latest output line
+    PROGRESS = "progress"
+
+
+@dataclass(frozen=True)
+class ServiceLine:
+    """One line about a service, for the console (`up`'s, `run`'s) and whoever else listens.
+
+    >>> str(ServiceLine("llm", "ready after 1.2s"))
+    '[llm] ready after 1.2s'
+    """
+
+    node: str
+    text: str
+    kind: LineKind = LineKind.EVENT
+
+    def __str__(self) -> str:
+        return f"[{self.node}] {self.text}"
+
+
+#: where lines about services go (`server.console.Console.service`, or stderr)
+LogSink = Callable[[ServiceLine], None]
 #: told when a started service dies or comes back: (node id, its status)
 ChangeSink = Callable[[str, "ServiceStatus"], None]
 
@@ -144,10 +175,38 @@ class ServiceContext:
     state_dir: Path
     #: shared across flows: content-addressed venvs live under `<cache_dir>/envs/`
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())
-    #: called with one line at a time for live progress (console, log, UI)
+    #: told each line about the service (console; see `event`, `output`, `progress`)
     log: LogSink = print
     #: called when a started service dies or comes back, so the owner can react
     on_change: ChangeSink | None = None
+    #: set up again even when the stamp says the setup is current (`flowctl up --build`)
+    rebuild: bool = False
+
+    def event(self, text: str) -> None:
+        """flowctl's words about this service (started, ready, exited)."""
+        self.log(ServiceLine(self.node_id, text, LineKind.EVENT))
+
+    def output(self, line: str) -> None:
+        """One line of the service's own output."""
+        self.log(ServiceLine(self.node_id, line, LineKind.OUTPUT))
+
+    def progress(self, text: str) -> None:
+        """A heartbeat of a long step."""
+        self.log(ServiceLine(self.node_id, text, LineKind.PROGRESS))
+
+
+def duration(seconds: float) -> str:
+    """How long, as a person reads it.
+
+    >>> duration(42.4), duration(185), duration(7260)
+    ('42s', '3m05s', '2h01m')
+    """
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def default_cache_dir() -> Path:

@@ -10,7 +10,9 @@ is noticed at once (the owner hears of it through `on_change`, so runs in flight
 `/ready` turns 503), and is restarted as its `restart` policy decides (`restart.py`).
 
 Its output goes, line by line, to its log (`process_log.py`: `<state dir>/logs/<node id>.log`,
-what `flowctl logs NODE` prints) and, prefixed with `[<node id>]`, to the console.
+what `flowctl logs NODE` prints) and to the owner's sink as output lines (the console shows
+them with `--verbose`); what flowctl says about it (started, ready, exited) goes there as
+events.
 
     llm:
       type: process-start
@@ -39,9 +41,12 @@ from ..engine.errors import ServiceError
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
 from .ports import foreign_answerer, port_conflict
 from .process_group import ProcessGroup, describe_exit
-from .process_log import ProcessLog
+from .process_log import ProcessLog, log_file
 from .readiness import ReadinessSpec, describe_probe, probe, url_host
 from .restart import RestartSpec, decide, restart_schema
+
+#: lines of a process's output shown on the console when it dies (all of them are in its log)
+EXIT_TAIL_LINES = 5
 
 
 class ProcessStartSpec(NodeSpecBase):
@@ -99,7 +104,7 @@ class ProcessStartNode:
             if code is not False:
                 # a view, not a change: the supervising task records the exit with its code
                 reason = describe_exit(code) if code is not None else "exited"
-                return dataclasses.replace(status, state=ServiceState.FAILED, reason=reason, pid=None, last_exit=reason)
+                return dataclasses.replace(status, state=ServiceState.FAILED, reason=reason, pid=None, started=None, last_exit=reason)
         return status
 
     @status.setter
@@ -111,7 +116,7 @@ class ProcessStartNode:
     async def start(self, ctx: ServiceContext) -> dict[str, Any]:
         self._ctx = ctx
         self._stopping = False
-        self._log.open(ctx.state_dir / "logs" / f"{ctx.node_id}.log")
+        self._log.open(log_file(ctx.state_dir, ctx.node_id))
         try:
             await self._launch_until_ready(ctx)
         except BaseException:
@@ -128,7 +133,7 @@ class ProcessStartNode:
 
     @property
     def log_path(self) -> Path | None:
-        return self._ctx.state_dir / "logs" / f"{self._ctx.node_id}.log" if self._ctx else None
+        return log_file(self._ctx.state_dir, self._ctx.node_id) if self._ctx else None
 
     async def exited_within(self, timeout: float) -> bool:
         """True if the process has exited or exits within `timeout` seconds. For an owner that
@@ -169,12 +174,13 @@ class ProcessStartNode:
             if self._reported_exit != group.pid and self._ctx is not None:
                 self._reported_exit = group.pid
                 self._record(f"stopped pid {group.pid}: {describe_exit(code)}")
-                self._ctx.log(f"[{self._ctx.node_id}] stopped pid {group.pid}: {describe_exit(code)}")
+                self._ctx.event(f"stopped pid {group.pid}: {describe_exit(code)}")
         self._log.close()
         if self._status.state is not ServiceState.FAILED:
             self._status.state = ServiceState.STOPPED
             self._status.reason = None
         self._status.pid = None
+        self._status.started = None
 
     # -- start and readiness ---------------------------------------------------------------
 
@@ -210,9 +216,10 @@ class ProcessStartNode:
             raise ServiceError(ctx.node_id, self._status.reason or "cannot start") from None
         self._group = group
         self._status.pid = group.pid
+        self._status.started = time.time()
         shown = " ".join(argv)
         self._record(f"started pid {group.pid}: {shown}")
-        ctx.log(f"[{ctx.node_id}] started pid {group.pid}: {shown[:200]}")
+        ctx.event(f"started pid {group.pid}: {shown[:200]}")
         started = time.monotonic()
         try:
             await self._wait_ready(ctx, group)
@@ -222,8 +229,9 @@ class ProcessStartNode:
             await group.stop(spec.stop_timeout)
             raise
         self._set(ServiceState.READY, None)
-        self._record(f"ready after {time.monotonic() - started:.1f}s")
-        ctx.log(f"[{ctx.node_id}] ready ({time.monotonic() - started:.1f}s)")
+        took = time.monotonic() - started
+        self._record(f"ready after {took:.1f}s")
+        ctx.event(f"ready ({took:.1f}s; {self._log.lines_written} lines of output in its log)" if self._log.lines_written else f"ready ({took:.1f}s)")
 
     async def _wait_ready(self, ctx: ServiceContext, group: ProcessGroup) -> None:
         probe_spec = self.spec.readiness
@@ -253,7 +261,7 @@ class ProcessStartNode:
                         raise ServiceError(ctx.node_id, f"{reason}; last output: {self._latest()}", hint="raise `readiness.timeout`, or see `flowctl logs " + ctx.node_id + "`")
                     if now - last_progress >= probe_spec.progress:
                         last_progress = now
-                        ctx.log(f"[{ctx.node_id}] waiting for {self._probe_text()} ({now - started:.0f}s of {probe_spec.timeout:g}s): {self._latest()[:160]}")
+                        ctx.progress(f"waiting for {self._probe_text()} ({now - started:.0f}s of {probe_spec.timeout:g}s): {self._latest()[:160]}")
                     # wake early when the process exits, else probe again after the interval
                     await asyncio.wait({exited}, timeout=min(probe_spec.interval, max(deadline - now, 0.01)))
         finally:
@@ -285,7 +293,7 @@ class ProcessStartNode:
             reason = f"supervision failed: {type(exc).__name__}: {exc}"
             self._set(ServiceState.FAILED, reason)
             self._record(reason)
-            ctx.log(f"[{ctx.node_id}] {reason}")
+            ctx.event(reason)
             self._notify(ctx)
 
     async def _supervise_loop(self, ctx: ServiceContext) -> None:
@@ -313,7 +321,7 @@ class ProcessStartNode:
                     given_up = f"{reason}; gave up after {failures} restarts"
                     self._set(ServiceState.FAILED, given_up)
                     self._record(given_up)
-                    ctx.log(f"[{ctx.node_id}] {given_up}")
+                    ctx.event(given_up)
                     self._notify(ctx)
                 if not decision.restart:
                     return
@@ -326,7 +334,7 @@ class ProcessStartNode:
                     await self._launch_until_ready(ctx)
                 except ServiceError as exc:
                     reason = exc.message.removeprefix(f"service '{ctx.node_id}': ").splitlines()[0]
-                    ctx.log(f"[{ctx.node_id}] restart failed: {reason}")
+                    ctx.event(f"restart failed: {reason}")
                     uptime = 0.0  # a restart that never got ready was up for no time
                     continue
                 self._notify(ctx)
@@ -340,14 +348,14 @@ class ProcessStartNode:
         self._reported_exit = group.pid
         last = self._log.tail[-1] if self._log.tail else "-"
         self._record(f"{reason}; last output: {last}")
-        ctx.log(f"[{ctx.node_id}] {reason}; last output: {last}")
+        ctx.event(f"{reason}; last output:\n{self._log.last(EXIT_TAIL_LINES)}")
 
     def _notify(self, ctx: ServiceContext) -> None:
         if ctx.on_change is not None:
             try:
                 ctx.on_change(ctx.node_id, self.status)
             except Exception as exc:  # the owner's bug must not stop supervision
-                ctx.log(f"[{ctx.node_id}] on_change failed: {exc!r}")
+                ctx.event(f"on_change failed: {exc!r}")
 
     def _set(self, state: ServiceState, reason: str | None) -> None:
         self._status.state = state
@@ -355,6 +363,8 @@ class ProcessStartNode:
         group = self._group
         alive = group is not None and group.returncode is None
         self._status.pid = group.pid if group is not None and alive and state is not ServiceState.FAILED else None
+        if self._status.pid is None:
+            self._status.started = None
 
     def _latest(self) -> str:
         return self._status.last_log or (self._log.tail[-1] if self._log.tail else "no output yet")
@@ -363,7 +373,7 @@ class ProcessStartNode:
         self._log.line(line)
         self._status.last_log = line
         if self._ctx is not None:
-            self._ctx.log(f"[{self._ctx.node_id}] {line}")
+            self._ctx.output(line)
 
     def _on_partial(self, text: str) -> None:
         # a line redrawn in place (a progress bar): remembered for progress, not logged

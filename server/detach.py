@@ -1,5 +1,6 @@
-"""`flowctl up -d`: start the same `up` (without `-d`) in its own session, logging to
-`<state dir>/up.log`; echo its log here until it serves (or fails), then return."""
+"""`flowctl up -d`: start the same `up` (without `-d`) in its own session, its console going to
+`<state dir>/up.out` (its own log, `up.log`, it writes as any `up` does); echo that console
+here until it serves (or fails), then return."""
 
 from __future__ import annotations
 
@@ -25,12 +26,19 @@ def child_argv(options: UpOptions) -> list[str]:
         argv.append("--insecure")
     if not options.reload:
         argv.append("--no-reload")
+    if options.build:
+        argv.append("--build")
+    if options.verbose:
+        argv.append("--verbose")
+    if options.log_format != "auto":
+        argv += ["--log-format", options.log_format]
+    argv.append("--in-background")
     return argv
 
 
 def detach(options: UpOptions, pidfile: PidFile) -> int:
     pidfile.dir.mkdir(parents=True, exist_ok=True)
-    log_path = pidfile.dir / "up.log"
+    log_path = pidfile.dir / "up.out"
     with open(log_path, "ab") as out:
         offset = out.tell()
         child = subprocess.Popen(
@@ -58,7 +66,7 @@ def detach(options: UpOptions, pidfile: PidFile) -> int:
                 record = pidfile.read()
                 if record is not None and record.pid == child.pid and record.api:
                     where = record.api + (f" (UI {record.ui})" if record.ui else "")
-                    print(f"flowctl: {flow} is up in the background (pid {child.pid}) on {where}; log: {log_path}; pid file: {pidfile.pid_path}; stop it with `flowctl down {flow}`", flush=True)
+                    print(f"flowctl: {flow} is up in the background (pid {child.pid}) on {where}; `flowctl ps {flow}` shows it, `flowctl logs -f {flow}` its logs, `flowctl down {flow}` stops it", flush=True)
                     return ExitCode.OK
                 time.sleep(0.05)
     except KeyboardInterrupt:

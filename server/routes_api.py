@@ -8,6 +8,7 @@
     POST /workflows/{id}/runs        `{"input": {...}}` -> SSE for a streamed output
                                      (`Accept: application/json` collects it), else JSON;
                                      `?events=nodes` adds node events (docs/dag.md)
+    GET  /services/{node}/logs       a service's log (`?tail=N&follow=1` for SSE; routes_logs.py)
     GET  /runs/{run_id}              a run's status
     POST /runs/{run_id}/cancel       cancel it (closes the upstream request)
 
@@ -203,9 +204,11 @@ API_HANDLERS = [health, ready, list_workflows, get_workflow, get_graph, start_ru
 
 
 def api_router(ctx: ServerContext, base_path: str) -> Router:
+    from .routes_logs import LOG_HANDLERS  # it builds on this module's helpers
+
     return Router(
         path=base_path or "/",
-        route_handlers=API_HANDLERS,
+        route_handlers=[*API_HANDLERS, *LOG_HANDLERS],
         dependencies={"ctx": Provide(lambda: ctx, use_cache=True, sync_to_thread=False)},
         tags=["flowctl"],
     )

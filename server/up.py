@@ -24,7 +24,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,11 +31,14 @@ from typing import Any
 from ..engine.errors import ExitCode, FlowctlError
 from ..engine.graph import CompiledFlow
 from ..engine.host import FlowHost
+from ..engine.logs import own_log_file
 from ..engine.spec import ServerSpec
 from ..nodes import proc
+from ..nodes.process_log import ProcessLog
+from . import console as console_module
 from .auth import ENV_VAR
 from .bind import bind_socket, check_bind
-from .console import error, say
+from .console import Console, error, say
 from .options import Settings, UpOptions, resolve_settings
 from .pidfile import PidFile, UpRecord
 
@@ -68,9 +70,16 @@ def up(options: UpOptions) -> int:
         return detach(options, pidfile)
     # the key is flowctl's own: no managed process inherits it, no template reads it
     os.environ.pop(ENV_VAR, None)
-    _configure_logging()
+    console = Console(fmt=options.log_format, verbose=options.verbose, names=flow.services)
+    own_log = ProcessLog(keep=0)
+    own_log.open(own_log_file(pidfile.dir))
+    console.log_to(own_log)
+    console_module.install(console)
+    _configure_logging(console)
     sockets: list[socket.socket] = []
     try:
+        services = ", ".join(flow.services) or "none"
+        say(f"starting {options.flow} ({flow.name}; services: {services})" + (", setting their environments up again (--build)" if options.build else ""))
         for port in (settings.port, settings.ui_port):
             if port is None:
                 continue
@@ -82,24 +91,27 @@ def up(options: UpOptions) -> int:
         pidfile.write_pid()
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                return runner.run(Up(options, flow, settings, api_key, sockets, pidfile).run())
+                return runner.run(Up(options, flow, settings, api_key, sockets, pidfile, console).run())
         finally:
             pidfile.remove(os.getpid())
     finally:
         for sock in sockets:
             sock.close()
+        console_module.install(None)
+        own_log.close()
 
 
 class Up:
     """One `flowctl up` inside its event loop: `run()` is startup → main loop → shutdown."""
 
-    def __init__(self, options: UpOptions, flow: CompiledFlow, settings: Settings, api_key: str | None, sockets: list[socket.socket], pidfile: PidFile) -> None:
+    def __init__(self, options: UpOptions, flow: CompiledFlow, settings: Settings, api_key: str | None, sockets: list[socket.socket], pidfile: PidFile, console: Console | None = None) -> None:
         self.options = options
         self.settings = settings
         self.api_key = api_key
         self.sockets = sockets
         self.pidfile = pidfile
-        self.host = FlowHost(flow, fixed_settings=self._fixed_settings)
+        self.console = console or Console(names=flow.services)
+        self.host = FlowHost(flow, fixed_settings=self._fixed_settings, log=self.console.service)
         #: set by the first signal (or a server that died): stop serving
         self.stop = asyncio.Event()
         #: set by a second signal: skip the drain
@@ -145,7 +157,7 @@ class Up:
         `up` ends here (a service failed, or it was told to stop), else None."""
         host = self.host
         loop = asyncio.get_running_loop()
-        starting = loop.create_task(host.start())
+        starting = loop.create_task(host.start(rebuild=self.options.build))
         stopping = loop.create_task(self.stop.wait())
         try:
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -193,10 +205,10 @@ class Up:
             exc = failed[0].exception() if not failed[0].cancelled() else None
             error(f"the HTTP server stopped at start: {exc!r}")
             self.stop.set()
-        else:
-            self._record_serving()
+            return
         if self.options.reload:
             self.watcher = _start_reload(self.host, self.options, self.stop)
+        self._record_serving()  # the banner comes last: the lines a newcomer looks for
 
     def _record_serving(self) -> None:
         settings = self.settings
@@ -218,7 +230,15 @@ class Up:
                 started=time.time(),
             )
         )
-        say(f"serving {self.options.flow} on {api_url}" + (f" (UI {ui_url})" if ui_url else ""))
+        urls = {"API": api_url}
+        if ui_url:
+            urls["web UI"] = ui_url
+        urls["OpenAI"] = settings.url(api_port, "/v1")
+        which = "" if _chosen_implicitly(self.options.flow) else f" {self.options.flow}"
+        logs = f"flowctl logs -f{which}" if not which or which.endswith((".yml", ".yaml")) else f"flowctl -f{which} logs -f"
+        hints = {"status": f"flowctl ps{which}", "logs": logs, "stop": f"flowctl down{which}" if self.options.in_background else "Ctrl-C"}
+        watching = " (reloads on save)" if self.options.reload else ""
+        self.console.banner(f"serving {self.options.flow} on {api_url}" + (f" (UI {ui_url})" if ui_url else "") + watching, urls, hints)
 
     # -- 2. main loop ---------------------------------------------------------------------------
 
@@ -279,13 +299,35 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("flowctl: %(message)s"))
+class _ConsoleHandler(logging.Handler):
+    """flowctl's logger (the servers' refusals and internal errors) onto the console."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING else "info"
+        self.console.say(self.format(record), kind)
+
+
+def _configure_logging(console: Console) -> None:
     logger = logging.getLogger("flowctl")
-    logger.handlers[:] = [handler]
+    logger.handlers[:] = [_ConsoleHandler(console)]
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+def _chosen_implicitly(flow: str | os.PathLike[str]) -> bool:
+    """Whether the commands of the banner find this flow without naming it (from here)."""
+    from ..engine.flow_files import choose_flow
+
+    try:
+        return os.path.samefile(choose_flow(None).path, flow)
+    except (FlowctlError, OSError):
+        return False
+
 
 
 def _uvicorn_server(app: Any, settings: Settings, port: int, read_timeout: Callable[[], float]) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 from support.flows import chat_nodes, chat_url, server_node
 from support.waiting import async_wait_until, wait_until
 
-from flowctl.nodes.base import ServiceContext, ServiceState, ServiceStatus
+from flowctl.nodes.base import ServiceContext, ServiceLine, ServiceState, ServiceStatus
 from flowctl.nodes.process_start import ProcessStartNode
 
 MARK_ENV = "FLOWCTL_SUPERVISION_MARK"
@@ -120,11 +120,15 @@ def kill_marked(mark: str) -> None:
 class Recorder:
     """Collects a service node's log lines and status changes."""
 
+    #: each line as `[node] text`
     lines: list[str] = field(default_factory=list)
+    #: each line as it came (with its kind: output, event, progress)
+    records: list[ServiceLine] = field(default_factory=list)
     events: list[tuple[float, ServiceState, str | None, int | None]] = field(default_factory=list)
 
-    def log(self, line: str) -> None:
-        self.lines.append(line)
+    def log(self, line: ServiceLine) -> None:
+        self.records.append(line)
+        self.lines.append(str(line))
 
     def on_change(self, node_id: str, status: ServiceStatus) -> None:
         self.events.append((time.monotonic(), status.state, status.reason, status.pid))

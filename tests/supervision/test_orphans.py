@@ -17,7 +17,9 @@ from support.fake import fake_vllm_argv
 from support.procs import free_port
 from support.waiting import wait_until
 
+from flowctl.engine.paths import state_dir_for
 from flowctl.nodes.process_group import ProcessGroup
+from flowctl.nodes.process_log import log_file
 
 
 def managed_tree(mark: str) -> tuple[Proc, Proc]:
@@ -42,6 +44,14 @@ def write_flow(tmp_path: Path, port: int, stop_timeout: float = 3, **fake: objec
     return flow
 
 
+def server_log(flow: Path) -> str:
+    """What the managed server wrote (its log file: the console shows only flowctl's events)."""
+    try:
+        return log_file(state_dir_for(flow), "llm").read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def assert_all_gone(mark: str, port: int, wrapper: Proc, server: Proc, timeout: float) -> None:
     wait_gone(mark, timeout)
     wait_until(lambda: not live_group(wrapper.pgid), timeout=2, message=lambda: f"group left: {live_group(wrapper.pgid)}")
@@ -63,7 +73,7 @@ def test_signal_to_flowctl_run_mid_stream_stops_the_group(flowctl_proc, tmp_path
     # flowctl stopped the group itself, in order, before it exited
     assert not live_group(wrapper.pgid)
     assert_all_gone(mark, port, wrapper, server, timeout=5)
-    assert "SIGTERM received, shutting down" in run.stderr(), "the server got SIGTERM first, not SIGKILL"
+    assert "SIGTERM received, shutting down" in server_log(flow), "the server got SIGTERM first, not SIGKILL"
 
 
 def test_sigkill_to_flowctl_run_mid_stream_leaves_no_orphans(flowctl_proc, tmp_path: Path, mark) -> None:
@@ -83,7 +93,7 @@ def test_sigkill_to_flowctl_run_while_waiting_for_readiness(flowctl_proc, tmp_pa
     flow = write_flow(tmp_path, port, startup_delay_ms=60_000)
     run = flowctl_proc("run", str(flow), "-i", "prompt=hi")
     wrapper, server = managed_tree(mark)
-    wait_until(lambda: "starting up" in run.stderr(), timeout=10, message=run.stderr)
+    wait_until(lambda: "starting up" in server_log(flow), timeout=10, message=run.stderr)
     os.kill(run.pid, signal.SIGKILL)
     assert_all_gone(mark, port, wrapper, server, timeout=8)
 
