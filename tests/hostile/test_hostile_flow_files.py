@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.console import messages
 from support.paths import PYTHON, REPO_ROOT
 from support.waiting import wait_until
 
@@ -115,7 +116,7 @@ def test_reload_refuses_bombs_and_huge_files_and_keeps_serving(flowctl_up, tmp_p
     up = flowctl_up(SMALL_FLOW, reload=True)
 
     def failures() -> list[str]:
-        return [line for line in up.log_text().splitlines() if line.startswith("flowctl: reload failed")]
+        return [line for line in messages(up.log_text()) if line.startswith("reload failed")]
 
     saves = [
         (ALIAS_BOMB, "alias"),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.console import messages
 from support.fake import expected_text
 from support.flowctl_up import UpHandle, fake_flow_yaml
 from support.procs import free_port
@@ -27,7 +28,7 @@ STREAMS = 16
 
 
 def reload_lines(up: UpHandle) -> list[str]:
-    return [line for line in up.log_text().splitlines() if line.startswith(("flowctl: reloaded ", "flowctl: reload failed"))]
+    return [line for line in messages(up.log_text()) if line.startswith(("reloaded ", "reload failed"))]
 
 
 def stream_in_thread(up: UpHandle, results: list, tokens: int, delay_ms: int) -> threading.Thread:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from support.console import messages
 from support.flowctl_up import UpFactory, UpHandle, fake_flow_yaml
 from support.procs import free_port
 from support.waiting import wait_until
@@ -59,7 +60,7 @@ def post(up: UpHandle, path: str, raw: bytes, *, content_type: str | None = "app
 
 
 def refused_lines(up: UpHandle) -> list[str]:
-    return [line for line in up.log_text().splitlines() if line.startswith("flowctl: refused ")]
+    return [line for line in messages(up.log_text()) if line.startswith("refused ")]
 
 
 def assert_no_traceback(up: UpHandle) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import connect_sse
+from support.console import messages
 from support.fake import expected_text, fake_vllm_argv
 from support.flowctl_up import UpHandle, fake_flow_yaml, wait_ready_200
 from support.paths import PYTHON, REPO_ROOT
@@ -76,7 +77,7 @@ class Up:
     # -- observing ------------------------------------------------------------------------
 
     def reloads(self) -> list[str]:
-        return [line for line in self.handle.log_text().splitlines() if line.startswith(("flowctl: reloaded ", "flowctl: reload failed"))]
+        return [line for line in messages(self.handle.log_text()) if line.startswith(("reloaded ", "reload failed"))]
 
     def wait_reloads(self, n: int, timeout: float = 20.0) -> list[str]:
         def enough() -> bool:
@@ -152,7 +153,7 @@ def test_edit_during_a_long_stream(up_reloading) -> None:
             assert first.data == "w0"
             up.write(edited(flow, "edited"))
             [line] = up.wait_reloads(1)
-            assert re.fullmatch(rf"flowctl: reloaded {re.escape(str(up.path))} in \d+ ms \(restarted: none\)", line)
+            assert re.fullmatch(rf"reloaded {re.escape(str(up.path))} in \d+ ms \(restarted: none\)", line)
             assert up.run("x") == "edited x"  # while the long stream is still going
             rest = []
             for event in events:
@@ -175,7 +176,7 @@ def test_broken_edit_then_fix(up_reloading) -> None:
     up.write(broken)
     [line] = up.wait_reloads(1)
     where = f"{up.path}:{bad_line}:"
-    assert line.startswith(f"flowctl: reload failed, still serving the last good flow: {where}"), line
+    assert line.startswith(f"reload failed, still serving the last good flow: {where}"), line
     assert "readyness" in line
     ready = up.ready()
     assert ready.status_code == 200  # a warning, still ready
@@ -203,7 +204,8 @@ def test_process_command_edit_restarts_that_process_only(up_reloading) -> None:
     assert up.pid("llm") not in (None, llm)
     assert up.pid("other") == other
     log = up.handle.log_text()
-    assert log.count("[llm] started pid") == 2 and log.count("[other] started pid") == 1
+    started = {node: sum(m.startswith("started pid") for m in messages(log, node)) for node in ("llm", "other")}
+    assert started == {"llm": 2, "other": 1}, started
     assert up.run("p") == "w0 w1 w2"
     assert up.ready().status_code == 200
 

@@ -126,7 +126,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     folder.mkdir()
     served = Served(host=None, path=folder / "flow.yml", marker=tmp_path / "setup-runs.txt", ports=(free_port(), free_port()))  # type: ignore[arg-type]
     served.write(served.yaml())
-    served.host = FlowHost(load_flow(served.path), state_dir=tmp_path / "state", log=served.log.append)
+    served.host = FlowHost(load_flow(served.path), state_dir=tmp_path / "state", log=lambda line: served.log.append(str(line)))
     await served.host.start()
     served.watcher = asyncio.create_task(watch_flow(served.host, served.path, stop=served.stop, log=served.log.append))
     try:
