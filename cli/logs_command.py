@@ -47,7 +47,7 @@ def show_logs(flow: str, names: Sequence[str], *, count: int | None, follow: boo
             return ExitCode.OK
     prefixed = len(sources) > 1 if prefix is None else prefix
     console = Console(sys.stdout, names=[s.name for s in sources])
-    out = _Printer(console, prefixed, timestamps)
+    out = _Printer(console, prefixed, timestamps, [source.name for source in sources])
     if not follow:
         from .engine.logs import tail
 
@@ -85,14 +85,19 @@ def _services(flow: str) -> list[str] | None:
 
 
 class _Printer:
-    def __init__(self, console: Console, prefixed: bool, timestamps: bool) -> None:
+    def __init__(self, console: Console, prefixed: bool, timestamps: bool, shown: Sequence[str]) -> None:
         self.console = console
         self.prefixed = prefixed
         self.timestamps = timestamps
+        # flowctl's own log repeats its events about each service (`[llm] ready (1.2s)`),
+        # which that service's log has too: shown side by side, each is printed once
+        self.echoes = tuple(f"[{name}] " for name in shown if name != SELF) if SELF in shown else ()
 
     def write(self, lines: Iterable[LogLine]) -> None:
         stream = self.console.stream
         for line in lines:
+            if line.source == SELF and self.echoes and line.text.startswith(self.echoes):
+                continue
             text = f"{line.stamp} {line.text}" if self.timestamps and line.stamp else line.text
             if self.prefixed:
                 self.console.line(line.source, text)

@@ -27,7 +27,7 @@ import difflib
 import heapq
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -287,7 +287,7 @@ class Rotated:
     source: str
 
 
-async def follow(source: LogSource, tail: int | None, *, poll: float = POLL_SECONDS) -> AsyncIterator[LogLine | Rotated]:
+async def follow(source: LogSource, tail: int | None, *, poll: float = POLL_SECONDS) -> AsyncGenerator[LogLine | Rotated, None]:
     """The last `tail` lines, then each new line as it is written, until the consumer stops
     (closing the generator closes the file)."""
     follower = Follower(source)

@@ -231,7 +231,8 @@ class ProcessStartNode:
         self._set(ServiceState.READY, None)
         took = time.monotonic() - started
         self._record(f"ready after {took:.1f}s")
-        ctx.event(f"ready ({took:.1f}s; {self._log.lines_written} lines of output in its log)" if self._log.lines_written else f"ready ({took:.1f}s)")
+        written = self._log.lines_written
+        ctx.event(f"ready ({took:.1f}s; {written} line{'s' if written != 1 else ''} of output in its log)" if written else f"ready ({took:.1f}s)")
 
     async def _wait_ready(self, ctx: ServiceContext, group: ProcessGroup) -> None:
         probe_spec = self.spec.readiness

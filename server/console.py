@@ -51,7 +51,7 @@ FORMATS: tuple[Format, ...] = ("auto", "color", "plain", "json")
 
 # ANSI SGR codes: the colours compose cycles through, then their bright variants
 _PALETTE = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
-_DIM, _BOLD, _RED, _YELLOW, _RESET = "2", "1", "31", "33", "\x1b[0m"
+_DIM, _BOLD, _RED, _GREEN, _YELLOW, _RESET = "2", "1", "31", "32", "33", "\x1b[0m"
 
 
 def _sgr(code: str, text: str) -> str:
@@ -115,7 +115,8 @@ class Console:
             self._write(json.dumps({"time": _now_iso(), "source": SELF, "kind": "banner", "text": title, **{k.lower().replace(" ", "_"): v for k, v in urls.items()}}) + "\n")
             self._to_file(title)
             return
-        rows = [title] + [f"  {name:<8} {url}" for name, url in urls.items()]
+        self._emit(SELF, "title", title)
+        rows = [f"  {name:<8} {url}" for name, url in urls.items()]
         rows += [f"  {name:<8} {text}" for name, text in (hints or {}).items()]
         self._emit(SELF, "banner", "\n".join(rows))
 
@@ -159,6 +160,8 @@ class Console:
             return _sgr(_RED, line)
         if kind == "warning":
             return _sgr(_YELLOW, line)
+        if kind == "title":
+            return _sgr(_BOLD + ";" + _GREEN, line)
         if kind == "banner":
             return _sgr(_BOLD, line)
         if kind == "progress":

@@ -41,7 +41,8 @@ serve many test cases:
                                where it keeps up, instead of bursts at zero delay
 =============================  =========================================================
 
-Process-level flags: ``--startup-delay-ms``, ``--exit-before-ready CODE``, ``--model``,
+Process-level flags: ``--startup-delay-ms``, ``--startup-lines N`` (a loader's chatter before
+listening), ``--exit-before-ready CODE``, ``--model``,
 ``--served-model-name``, ``--host``, ``--port`` (0 = pick a free one), ``--ignore-sigterm``,
 ``--quiet`` (no per-request log lines), ``--stats-file PATH``; vLLM's ``--max-model-len``
 is accepted and ignored.
@@ -193,6 +194,7 @@ class Config:
     flush_each_token: bool = False
     fail_first: int = 0
     startup_delay_ms: float = 0.0
+    startup_lines: int = 0
     exit_before_ready: int | None = None
     ignore_sigterm: bool = False
     quiet: bool = False
@@ -726,6 +728,8 @@ class FakeVLLM:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_term, sig.name)
 
+        for number in range(cfg.startup_lines):  # a model loader's chatter, as llama.cpp's
+            self.log(f"llama_model_loader: - kv {number:4d}: fake.key.{number} = value {number}")
         if cfg.startup_delay_ms > 0:
             self.log(f"fake-vllm: starting up (waiting {cfg.startup_delay_ms:g} ms before listening)")
             try:
@@ -799,6 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flush-each-token", action="store_true")
     p.add_argument("--fail-first", type=int, default=0, metavar="N")
     p.add_argument("--startup-delay-ms", type=float, default=0.0)
+    p.add_argument("--startup-lines", type=int, default=0, help="print N loader lines before listening")
     p.add_argument("--exit-before-ready", type=int, default=None, metavar="CODE")
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
@@ -824,6 +829,7 @@ def config_from_args(argv: list[str] | None = None) -> Config:
         flush_each_token=a.flush_each_token,
         fail_first=a.fail_first,
         startup_delay_ms=a.startup_delay_ms,
+        startup_lines=a.startup_lines,
         exit_before_ready=a.exit_before_ready,
         ignore_sigterm=a.ignore_sigterm,
         quiet=a.quiet,
