@@ -21,10 +21,11 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 from litestar import get
-from litestar.response import Stream
+from litestar.response.base import ASGIResponse
+from litestar.response.streaming import ASGIStreamingResponse
+from litestar.types import ASGIApp
 
 from ..engine.errors import BadRequest
 from ..engine.logs import LogLine, LogSource, Rotated, pick_sources
@@ -43,16 +44,17 @@ def _text(line: LogLine, timestamps: bool) -> str:
 
 
 @get("/services/{node:str}/logs", sync_to_thread=False)
-def service_logs(ctx: NamedDependency[ServerContext], node: FromPath[str], tail: FromQuery[int] = 100, follow: FromQuery[bool] = False, timestamps: FromQuery[bool] = False) -> Any:
+def service_logs(ctx: NamedDependency[ServerContext], node: FromPath[str], tail: FromQuery[int] = 100, follow: FromQuery[bool] = False, timestamps: FromQuery[bool] = False) -> ASGIApp:
     if not 0 <= tail <= MAX_TAIL:
         raise BadRequest(f"`tail` must be 0..{MAX_TAIL}", field="tail", status=422)
     host = ctx.host
     [source] = pick_sources(host.state_dir, [node], known=list(host.flow.services))
     if not follow:
         body = {"node": source.name, "lines": [_text(line, timestamps) for line in tail_log(source, tail)]}
-        return Stream(content=[json.dumps(body, ensure_ascii=False).encode()], media_type="application/json")
+        return ASGIResponse(body=json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
+    # Litestar's streaming answer: it cancels the generator when the client goes away
     headers = {name.decode(): value.decode() for name, value in HEADERS if name != b"content-type"}
-    return Stream(content=_events(ctx, source, tail, timestamps), media_type="text/event-stream; charset=utf-8", headers=headers)
+    return ASGIStreamingResponse(iterator=_events(ctx, source, tail, timestamps), headers=headers, media_type=HEADERS[0][1].decode())
 
 
 async def _events(ctx: ServerContext, source: LogSource, count: int, timestamps: bool) -> AsyncIterator[bytes]:
