@@ -25,6 +25,7 @@ comments, `${VAR}` expansion).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -116,22 +117,26 @@ def env_files_for(flow: Path, given: Sequence[str]) -> list[Path]:
 
 
 def read_env_files(paths: Sequence[Path], environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
-    """Fill `environ` from `paths` (a later file wins over an earlier one; the environment
-    wins over all of them); return what was set. A file that cannot be read is an
-    UsageError naming it."""
-    from dotenv import dotenv_values
+    """Fill `environ` from `paths`; return what was set. The files read as one, in order: a
+    later file's value wins over an earlier one's, and `${VAR}` expands to the process's value,
+    else to one set above it. A variable the process has keeps its value. A file that cannot be
+    read is a UsageError naming it."""
+    from dotenv.main import DotEnv
 
-    values: dict[str, str] = {}
+    texts = []
     for path in paths:
-        if not path.is_file():
-            raise UsageError(f"cannot read {path}: no such file")
         try:
-            for key, value in dotenv_values(path, interpolate=True).items():
-                if value is not None:
-                    values[key] = value
+            texts.append(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"cannot read {path}: no such file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
-    applied = {key: value for key, value in values.items() if key not in environ}
+    if not texts:
+        return {}
+    # override=False: in `${VAR}`, the process's value comes before the files', as it does for
+    # the variables themselves
+    values = DotEnv(None, stream=io.StringIO("\n".join(texts)), interpolate=True, override=False).dict()
+    applied = {key: value for key, value in values.items() if value is not None and key not in environ}
     environ.update(applied)
     return applied
 
