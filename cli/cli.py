@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", dest="input_json", help="input as JSON, or @file.json")
     run.add_argument("-i", dest="pairs", action="append", default=[], metavar="KEY=VALUE", help="one input value (repeatable)")
     run.add_argument("-w", "--workflow", help="workflow id (default: the flow's default workflow)")
-    run.add_argument("-v", "--verbose", action="store_true", help="print each node's start, end, skip or failure (with timings) to stderr")
+    run.add_argument("-v", "--verbose", action="store_true", help="print each node's start, end, skip or failure (with timings), and the output of the services it starts, to stderr")
     run.set_defaults(handler=_cmd_run)
 
     validate = flow_command("validate", "parse, validate and compile a flow without running it")
@@ -187,7 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     flow = load_flow(args.flow)
     # the services it starts say what they do; their own output goes to their logs
-    host = FlowHost(flow, log=Console(names=flow.services).service)
+    host = FlowHost(flow, log=Console(names=flow.services, verbose=args.verbose).service)
     given = _parse_inputs(args.input_json, args.pairs)
     # the admission check a served run gets, before any service is started or `up` is asked
     workflow, _ = host.check(args.workflow, given)
