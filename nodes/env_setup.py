@@ -23,7 +23,6 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +39,7 @@ from pydantic import Field
 from ..engine.errors import ServiceError
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus, duration
 from .env_store import FileLock, lease_path, lock_path
+from .heartbeat import heartbeat
 from .process_group import describe_exit, run_to_completion
 from .process_log import ProcessLog, log_file
 
@@ -231,22 +231,14 @@ class EnvSetupNode:
         def on_partial(text: str) -> None:  # a progress bar redrawn in place
             latest[0] = text
 
-        started = time.monotonic()
+        def beat(elapsed: float) -> None:
+            ctx.progress(f"{what} ({duration(elapsed)}): {latest[0][:160]}")
 
-        async def heartbeat() -> None:
-            while True:
-                await asyncio.sleep(self.spec.progress)
-                ctx.progress(f"{what} ({duration(time.monotonic() - started)}): {latest[0][:160]}")
-
-        ticker = asyncio.create_task(heartbeat())
         try:
-            code = await run_to_completion(argv, env=env, on_line=on_line, on_partial=on_partial)
+            async with heartbeat(self.spec.progress, beat):
+                code = await run_to_completion(argv, env=env, on_line=on_line, on_partial=on_partial)
         except OSError as exc:
             raise ServiceError(ctx.node_id, f"cannot run `{_shown(argv)}`: {exc.strerror or exc}") from None
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
         if code != 0:
             excerpt = "\n".join(tail) or "(no output)"
             raise ServiceError(ctx.node_id, f"`{_shown(argv)}` {describe_exit(code)}; last output:\n{excerpt}")

@@ -52,12 +52,15 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def try_acquire(self, *, shared: bool) -> bool:
+    def try_acquire(self, *, shared: bool, create: bool = True) -> bool:
         """Take (or convert to) the lock without waiting; False when someone else holds it in
-        a way that conflicts."""
+        a way that conflicts. `create=False`: a lock file that is not there is nobody's, and
+        is not made (True, holding nothing)."""
         while True:
             fresh = self._fd is None
             if self._fd is None:
+                if not create and not self.path.exists():
+                    return True
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -94,12 +97,13 @@ class FileLock:
 
 
 @contextlib.contextmanager
-def held_exclusively(*paths: Path) -> Iterator[bool]:
+def held_exclusively(*paths: Path, create: bool = True) -> Iterator[bool]:
     """Try to hold every lock in `paths` exclusively at once, without waiting; yields whether
-    that worked (and releases them at the end)."""
+    that worked (and releases them at the end). `create=False` only looks: a missing lock
+    file counts as free and is not made."""
     locks = [FileLock(path) for path in paths]
     try:
-        yield all(lock.try_acquire(shared=False) for lock in locks)
+        yield all(lock.try_acquire(shared=False, create=create) for lock in locks)
     finally:
         for lock in locks:
             lock.release()
@@ -148,7 +152,8 @@ def remove_entry(entry: CacheEntry) -> bool:
 
 
 def in_use(entry: CacheEntry) -> bool:
-    with held_exclusively(*entry.locks) as free:
+    """Whether a flowctl uses or sets it up now (a look that leaves no lock file behind)."""
+    with held_exclusively(*entry.locks, create=False) as free:
         return not free
 
 

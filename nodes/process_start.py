@@ -39,6 +39,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..engine.errors import ServiceError
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
+from .heartbeat import heartbeat
 from .ports import foreign_answerer, port_conflict
 from .process_group import ProcessGroup, describe_exit
 from .process_log import ProcessLog, log_file
@@ -219,7 +220,7 @@ class ProcessStartNode:
         self._status.started = time.time()
         shown = " ".join(argv)
         self._record(f"started pid {group.pid}: {shown}")
-        ctx.event(f"started pid {group.pid}: {shown[:200]}")
+        ctx.event(f"started pid {group.pid}: {shown[:200]}".replace("\n", "\\n"))  # one line, even for a script
         started = time.monotonic()
         try:
             await self._wait_ready(ctx, group)
@@ -238,10 +239,13 @@ class ProcessStartNode:
         probe_spec = self.spec.readiness
         started = time.monotonic()
         deadline = started + probe_spec.timeout
-        last_progress = started
         exited = asyncio.ensure_future(group.process.wait())
+
+        def beat(elapsed: float) -> None:  # also while one probe takes long (a first generation)
+            ctx.progress(f"waiting for {self._probe_text()} ({elapsed:.0f}s of {probe_spec.timeout:g}s): {self._latest()[:160]}")
+
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
+            async with heartbeat(probe_spec.progress, beat), httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as client:
                 while True:
                     if exited.done() or group.peek_exit() is not False:
                         await asyncio.wait({exited}, timeout=1.0)  # let asyncio collect the code
@@ -260,9 +264,6 @@ class ProcessStartNode:
                         self._set(ServiceState.FAILED, reason)
                         self._record(reason)
                         raise ServiceError(ctx.node_id, f"{reason}; last output: {self._latest()}", hint="raise `readiness.timeout`, or see `flowctl logs " + ctx.node_id + "`")
-                    if now - last_progress >= probe_spec.progress:
-                        last_progress = now
-                        ctx.progress(f"waiting for {self._probe_text()} ({now - started:.0f}s of {probe_spec.timeout:g}s): {self._latest()[:160]}")
                     # wake early when the process exits, else probe again after the interval
                     await asyncio.wait({exited}, timeout=min(probe_spec.interval, max(deadline - now, 0.01)))
         finally:

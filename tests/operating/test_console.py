@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from support.console import LINE, messages
-from support.fake import fake_vllm_argv
+from support.fake import DEFAULT_MODEL, fake_vllm_argv
 from support.flows import chat_nodes, chat_url, q, server_node
 from support.paths import PYTHON, REPO_ROOT
 from support.procs import free_port, kill_process_group
@@ -136,6 +136,25 @@ def test_an_env_setup_step_shows_a_heartbeat_and_keeps_its_output_in_its_log(flo
     assert not any(m == "built" for m in messages(up.log_text(), "build")), "the step's own lines are in its log"
     build_log = log_file(state_dir_for(up.flow_path), "build").read_text()
     assert "Building wheel for slow-thing" in build_log and " built\n" in build_log
+
+
+def test_a_slow_readiness_probe_is_not_silent(flowctl_up) -> None:
+    """The probe is a generation that takes seconds (a model warming up): the heartbeat goes
+    on while that one request is in flight."""
+    port = free_port()
+    readiness = {"http": "/v1/chat/completions", "method": "POST", "body": {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}, "request_timeout": 20, "progress": 0.3, "timeout": 30}
+    flow = (
+        "version: 1\nname: warm-up\nnodes:\n"
+        f"  llm:\n    type: process-start\n    command: {q(fake_vllm_argv(port, quiet=True, first_token_delay_ms=2500))}\n"
+        f"    port: {port}\n    readiness: {q(readiness)}\n"
+        + chat_nodes(chat_url(port), needs="llm")
+    )
+    up = flowctl_up(flow)
+    wait_until(lambda: "  stop " in up.log_text(), timeout=10, message=up.log_tail)
+    said = messages(up.log_text(), "llm")
+    ready_at = next(i for i, m in enumerate(said) if m.startswith("ready ("))
+    beats = [m for m in said[:ready_at] if m.startswith("waiting for POST http://127.0.0.1:")]
+    assert len(beats) >= 3, said
 
 
 # -- helpers ------------------------------------------------------------------------------
