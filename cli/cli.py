@@ -66,7 +66,6 @@ def _choose_flow(args: argparse.Namespace) -> None:
     if not env_files:
         read_env_files(env_files_for(choice.path, []))
     args.flow = str(choice.path)
-    args.flow_choice = choice
 
 
 def _parser() -> argparse.ArgumentParser:
