@@ -51,10 +51,6 @@ class FlowChoice:
     #: how it was chosen, for messages: "given", "$FLOWCTL_FLOW", "the flow file here", "the default flow"
     how: str
 
-    @property
-    def given(self) -> bool:
-        return self.how == "given"
-
 
 def default_flow() -> Path:
     """flowctl's default flow: `flows/local_chat.yml` beside the package's source (the
