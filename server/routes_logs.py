@@ -53,8 +53,9 @@ def service_logs(ctx: NamedDependency[ServerContext], node: FromPath[str], tail:
         body = {"node": source.name, "lines": [_text(line, timestamps) for line in tail_log(source, tail)]}
         return ASGIResponse(body=json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
     # Litestar's streaming answer: it cancels the generator when the client goes away
-    headers = {name.decode(): value.decode() for name, value in HEADERS if name != b"content-type"}
-    return ASGIStreamingResponse(iterator=_events(ctx, source, tail, timestamps), headers=headers, media_type=HEADERS[0][1].decode())
+    headers = {name.decode(): value.decode() for name, value in HEADERS}
+    media_type = headers.pop("content-type")
+    return ASGIStreamingResponse(iterator=_events(ctx, source, tail, timestamps), headers=headers, media_type=media_type)
 
 
 async def _events(ctx: ServerContext, source: LogSource, count: int, timestamps: bool) -> AsyncIterator[bytes]:
