@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .engine.errors import ExitCode, FlowctlError
-from .engine.logs import POLL_SECONDS, SELF, Follower, LogLine, merged, pick_sources
+from .engine.errors import ExitCode, FlowctlError, UsageError
+from .engine.logs import POLL_SECONDS, SELF, Follower, LogLine, merged, pick_sources, tail
 from .engine.paths import state_dir_for
 from .server.console import Console, say
 
@@ -25,8 +25,6 @@ def parse_tail(text: str) -> int | None:
     if text == "all":
         return None
     if not text.isdigit():
-        from .engine.errors import UsageError
-
         raise UsageError(f"--tail takes a number of lines or `all`, not '{text[:20]}'")
     return int(text)
 
@@ -43,14 +41,12 @@ def show_logs(flow: str, names: Sequence[str], *, count: int | None, follow: boo
     if not follow:
         missing = [source.name for source in sources if not source.path.is_file()]
         if missing and len(missing) == len(sources):
-            say(f"no log for {', '.join(missing)} yet: not started since its flow was first run here (looked in {state_dir})")
+            say(f"no log for {', '.join(missing)} yet: it has not run (looked in {state_dir / 'logs'})")
             return ExitCode.OK
     prefixed = len(sources) > 1 if prefix is None else prefix
     console = Console(sys.stdout, names=[s.name for s in sources])
     out = _Printer(console, prefixed, timestamps, [source.name for source in sources])
     if not follow:
-        from .engine.logs import tail
-
         out.write(merged(tail(source, count) for source in sources))
         return ExitCode.OK
     followers = [Follower(source) for source in sources]
