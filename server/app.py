@@ -14,14 +14,16 @@ import os
 from collections.abc import Callable
 
 from litestar import Litestar, Router
-from litestar.openapi import OpenAPIConfig
 
+from .. import __version__
 from ..engine.host import FlowHost
+from .api_docs import assets_router, openapi_config
 from .auth import api_key_middleware
 from .errors import EXCEPTION_HANDLERS
 from .host_check import host_check_middleware
 from .metrics import metrics_router
 from .openai_facade import openai_router
+from .probes import health_paths, probes_router
 from .routes_api import ServerContext, api_router
 from .routes_compat import compat_router
 
@@ -42,37 +44,30 @@ def _routers(ctx: ServerContext, base_path: str) -> list[Router]:
         compat_router(ctx, base_path),
         openai_router(ctx),  # server/openai_facade.py: /v1/models, /v1/chat/completions
         metrics_router(ctx),  # server/metrics.py: /metrics
+        probes_router(base_path),  # server/probes.py: /health, /version at the root
+        assets_router(base_path),  # server/api_docs.py: Swagger UI's files
     ]
-
-
-def health_path(base_path: str) -> str:
-    return f"{base_path}/health"
 
 
 def create_app(host: FlowHost, *, api_key: str | None = None, ctx: ServerContext | None = None, keepalive: float | None = None) -> Litestar:
     """The API app for `host`'s flow, under the flow's `server.base_path`. With `api_key`,
-    every route but `{base_path}/health` needs `Authorization: Bearer <api_key>`."""
+    every route but the health checks (`/health`, `{base_path}/health`) needs
+    `Authorization: Bearer <api_key>`."""
     ctx = ctx or ServerContext(host=host, keepalive=default_keepalive() if keepalive is None else keepalive)
     server = host.flow.server
     base = server.base_path
-    exempt_path = health_path(base)
+    exempt = health_paths(base)
     return Litestar(
         route_handlers=_routers(ctx, base),
-        middleware=[host_check_middleware(ctx.bind_host, lambda: host.flow.server.allowed_hosts), *api_key_middleware(api_key, exempt=lambda path: path == exempt_path)],
+        middleware=[host_check_middleware(ctx.bind_host, lambda: host.flow.server.allowed_hosts), *api_key_middleware(api_key, exempt=exempt.__contains__)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=server.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="flowctl", version=_version(), path=f"{base}/schema", description=f"flowctl serving {host.flow.name}"),
+        openapi_config=openapi_config(base, title="flowctl", version=__version__, description=f"flowctl serving {host.flow.name}"),
         logging_config=None,
         debug=False,
     )
 
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 AppFactory = Callable[..., Litestar]
 
-__all__ = ["DEFAULT_KEEPALIVE", "ServerContext", "create_app", "default_keepalive", "health_path"]
+__all__ = ["DEFAULT_KEEPALIVE", "ServerContext", "create_app", "default_keepalive"]

@@ -157,7 +157,8 @@ def metrics_router(ctx: ServerContext, metrics: FlowMetrics | None = None) -> Ro
 
     @get("/metrics", sync_to_thread=False)
     def prometheus_metrics() -> Response[bytes]:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        # as a header: a text/* media_type would get Litestar's `; charset=utf-8` a second time
+        return Response(metrics.render(), headers={"content-type": CONTENT_TYPE_LATEST})
 
     return Router(path="/", route_handlers=[prometheus_metrics], tags=["metrics"])
 

@@ -168,7 +168,7 @@ def get_graph(ctx: NamedDependency[ServerContext], workflow_id: FromPath[str], f
         return Response(to_json(ctx.host.flow, workflow), media_type="application/json")
     if format != "mermaid":
         raise BadRequest(f"unknown graph format '{format}'", field="format", status=422)
-    return Response(to_mermaid(ctx.host.flow, workflow), media_type="text/plain; charset=utf-8")
+    return Response(to_mermaid(ctx.host.flow, workflow), media_type="text/plain")  # Litestar adds the charset
 
 
 @post("/workflows/{workflow_id:str}/runs")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from support.fake import expected_text, expected_tokens
 from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
 from support.procs import free_port
 from support.waiting import wait_until
+
+import flowctl
 
 TOKENS = 8
 
@@ -77,6 +80,37 @@ def test_openapi_is_served(client: httpx.Client) -> None:
     schema = client.get("/schema/openapi.json")
     assert schema.status_code == 200
     assert "/api/workflows/{workflow_id}/runs" in schema.json()["paths"]
+    assert {"/health", "/version"} <= set(schema.json()["paths"])
+
+
+def test_the_docs_page_loads_nothing_from_another_host(client: httpx.Client) -> None:
+    """Litestar's pages load their scripts from CDNs (blank offline); every URL the page
+    names must be on this server, and answer. The browser test renders it with the network cut."""
+    page = client.get("/schema")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert len(urls) == 3, urls  # Swagger UI's script, its preset, its stylesheet
+    for url in urls:
+        assert url.startswith("/api/schema/static/"), url
+        asset = client.get(url[len("/api"):])
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+    for cdn_page in ("/schema/redoc", "/schema/rapidoc", "/schema/elements", "/schema/scalar"):
+        assert client.get(cdn_page).status_code == 404, cdn_page
+
+
+def test_model_server_conventions_at_the_root(up: UpHandle) -> None:
+    """vLLM's `GET /health` and `GET /version` at the root, where load balancers and
+    Kubernetes probes look, whatever the flow's base_path."""
+    health = httpx.get(up.root + "/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    version = httpx.get(up.root + "/version")
+    assert version.status_code == 200 and version.json() == {"version": flowctl.__version__}
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/api/workflows/chat/graph", "/api/schema", "/api/schema/static/swagger-ui.css", "/health", "/v1/models"])
+def test_one_charset_per_content_type(up: UpHandle, path: str) -> None:
+    content_type = httpx.get(up.root + path).headers["content-type"]
+    assert content_type.count("charset") <= 1, content_type
 
 
 # -- runs ---------------------------------------------------------------------------------

@@ -62,6 +62,9 @@ def test_an_api_key_is_required_when_set_even_on_loopback(flowctl_up) -> None:
     up = flowctl_up(fake_flow_yaml(free_port()), api_key="s3cret-key")
     with httpx.Client(base_url=up.api, timeout=10) as anon:
         assert anon.get("/health").status_code == 200
+        assert httpx.get(up.root + "/health").status_code == 200  # probes know no key
+        assert httpx.get(up.root + "/version").status_code == 401
+        assert httpx.get(up.root + "/version", headers=up.headers).status_code == 200
         for r in (anon.get("/ready"), anon.get("/workflows"), anon.post("/workflows/chat/runs", json={"input": {"prompt": "x"}})):
             assert r.status_code == 401
             assert r.headers["www-authenticate"].startswith("Bearer")

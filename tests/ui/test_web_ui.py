@@ -206,3 +206,28 @@ workflow:
         assert shown == {"size": "small", "photo": "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()}
     finally:
         context.close()
+
+
+def test_the_api_docs_page_renders_offline(browser, up: UpHandle) -> None:  # type: ignore[no-untyped-def]
+    """`/api/schema` (Swagger UI) with every request off 127.0.0.1 refused: Litestar's page
+    loaded its scripts from a CDN and stayed blank offline."""
+    context = browser.new_context()
+    elsewhere: list[str] = []
+
+    def only_local(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith("http://127.0.0.1:"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    try:
+        context.route("**/*", only_local)
+        page = context.new_page()
+        page.goto(up.api + "/schema")
+        page.wait_for_selector(".swagger-ui .info .title", timeout=15_000)
+        assert "flowctl" in page.text_content(".swagger-ui .info .title")
+        page.wait_for_selector(".opblock-summary-path[data-path='/api/workflows/{workflow_id}/runs']")
+        assert elsewhere == []
+    finally:
+        context.close()
