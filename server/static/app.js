@@ -1,11 +1,14 @@
 // flowctl web UI: list workflows, a form per workflow from its input JSON Schema, Run /
 // Cancel, the streamed output as it arrives (fetch + ReadableStream, since EventSource
-// cannot POST), the mermaid graph with each node coloured live from the run's node events
-// (`?events=nodes`), the services' state and a failed reload (from /ready).
+// cannot POST) rendered as Markdown, the mermaid graph with each node coloured live from
+// the run's node events (`?events=nodes`), the services' state (with a live log pane per
+// service) and a failed reload (from /ready), and the runs of this session.
+// A workflow with a `messages` input is a chat (chat.js). The other scripts (markdown.js,
+// chat.js, history.js, logs.js) load first and use the helpers defined here.
 // The API lives on this same origin under `base_path` (see server/ui.py).
 "use strict";
 
-const state = { base: "/api", workflows: [], current: null, run: null, graphSeq: 0, graphIds: {}, nodeStates: {} };
+const state = { base: "/api", flow: "", workflows: [], current: null, mode: "form", run: null, graphSeq: 0, graphIds: {}, nodeStates: {} };
 const $ = (id) => document.getElementById(id);
 
 // -- API access -------------------------------------------------------------------------
@@ -120,10 +123,21 @@ async function showWorkflow(id) {
   if (!res.ok) { showMessage(await errorText(res)); return; }
   const wf = await res.json();
   state.current = wf;
+  state.mode = chat.applies(wf) ? "chat" : "form";
+  const chatting = state.mode === "chat";
   $("workflow").hidden = false;
+  $("workflow").dataset.mode = state.mode;
   $("wf-title").textContent = wf.title || wf.id;
   $("wf-description").textContent = wf.description || "";
-  buildForm(wf.input || {});
+  $("chat").hidden = !chatting;
+  $("composer").hidden = !chatting;
+  $("new-chat").hidden = !chatting;
+  $("output-box").hidden = chatting;
+  $("run").textContent = chatting ? "Send" : "Run";
+  if (chatting) chat.open(state.flow, wf);
+  buildForm(wf.input || {}, chatting ? chat.ownInputs() : []);
+  $("settings").hidden = chatting && $("fields").childElementCount === 0;
+  $("settings").open = !chatting;
   $("output").textContent = "";
   $("output").classList.remove("error");
   setStatus("");
@@ -132,12 +146,13 @@ async function showWorkflow(id) {
 
 // -- the input form, from JSON Schema -----------------------------------------------------
 
-function buildForm(schema) {
+function buildForm(schema, skip) {
   const fields = $("fields");
   fields.textContent = "";
   const props = schema.properties || {};
   const required = new Set(schema.required || []);
   for (const [name, prop] of Object.entries(props)) {
+    if (skip.includes(name)) continue;
     const div = document.createElement("div");
     div.className = "field";
     div.dataset.field = name;
@@ -212,6 +227,7 @@ function readForm() {
   const values = {};
   for (const input of $("fields").querySelectorAll("input:not(.media-file), textarea, select")) {
     const name = input.name;
+    if (!name) continue;
     const type = input.dataset.type;
     if (type === "boolean") { values[name] = input.checked; continue; }
     const raw = input.value;
@@ -247,6 +263,54 @@ function setStatus(text, status) {
 function setRunning(running) {
   $("run").disabled = running;
   $("cancel").disabled = !running;
+  $("new-chat").disabled = running;
+}
+
+// Where a run's output goes: the Output box (a form), or the reply's bubble (a chat).
+// chunk(text) while it streams, value(output) for a collected answer, end(status, error).
+function outputSink() {
+  const out = $("output");
+  out.textContent = "";
+  out.classList.remove("error");
+  const body = document.createElement("div");
+  body.className = "markdown";
+  out.appendChild(body);
+  const live = markdown.live(body);
+  let text = "";
+  return {
+    chunk(t) { text += t; live.set(text); },
+    value(output) {
+      if (typeof output === "string") { text = output; live.done(text); return; }
+      const pre = document.createElement("pre");
+      pre.textContent = JSON.stringify(output, null, 2);
+      body.replaceWith(pre);
+    },
+    refused(message) { out.classList.add("error"); out.textContent = message; },
+    end(status, error) {
+      live.done(text);
+      if (error) {
+        const err = document.createElement("div");
+        err.className = "stream-error";
+        err.textContent = "\n[error] " + error;
+        out.appendChild(err);
+      }
+      return text;
+    },
+  };
+}
+
+function chatSink(turn) {
+  let text = "";
+  return {
+    chunk(t) { text += t; turn.append(t); },
+    value(output) { text = typeof output === "string" ? output : JSON.stringify(output); turn.append(text); },
+    refused(message) { turn.end("failed", message); },
+    end(status, error) {
+      const { kept } = turn.end(status, error);
+      if (!kept && !$("chat-input").value) $("chat-input").value = turn.question;
+      return text;
+    },
+  };
 }
 
 async function startRun(event) {
@@ -254,28 +318,43 @@ async function startRun(event) {
   const wf = state.current;
   if (!wf || state.run) return;
   markField(null, "");
-  const out = $("output");
-  out.textContent = "";
-  out.classList.remove("error");
+  const input = readForm();
+  let sink;
+  if (state.mode === "chat") {
+    const question = $("chat-input").value;
+    if (!question.trim()) { $("chat-input").focus(); return; }
+    const system = typeof input.system === "string" ? input.system : "";
+    delete input.system;
+    const turn = chat.ask(question, system);
+    turn.question = question;
+    input.messages = turn.messages;
+    $("chat-input").value = "";
+    sink = chatSink(turn);
+  } else {
+    sink = outputSink();
+  }
   const controller = new AbortController();
-  const run = { id: null, controller, chunks: 0, workflow: wf.id };
+  const run = { id: null, controller, chunks: 0, workflow: wf.id, status: null, error: null };
+  const entry = runHistory.start(wf.id, input);
   state.run = run;
   setRunning(true);
   setStatus("starting…");
+  let output = null;
   try {
     resetNodeStates();
     const res = await api("/workflows/" + encodeURIComponent(wf.id) + "/runs?events=nodes", {
       method: "POST",
       headers: { "Content-Type": "application/json", "Accept": wf.streams ? "text/event-stream" : "application/json" },
-      body: JSON.stringify({ input: readForm() }),
+      body: JSON.stringify({ input }),
       signal: controller.signal,
     });
     run.id = res.headers.get("X-Run-Id");
     if (!res.ok) {
       const body = await res.json().catch(() => ({}));
       if (body.field) markField(body.field, body.error);
-      out.classList.add("error");
-      out.textContent = body.error || (res.status + " " + res.statusText);
+      run.status = "failed";
+      run.error = body.error || (res.status + " " + res.statusText);
+      sink.refused(run.error);
       setStatus("HTTP " + res.status, "failed");
       return;
     }
@@ -283,43 +362,46 @@ async function startRun(event) {
     if (!type.startsWith("text/event-stream")) {
       const body = await res.json();
       for (const ev of body.events || []) showNodeEvent(ev);
-      out.textContent = typeof body.output === "string" ? body.output : JSON.stringify(body.output, null, 2);
+      sink.value(body.output);
+      output = body.output;
+      run.status = body.status;
+      run.error = body.error || null;
+      run.elapsed_ms = body.elapsed_ms;
       setStatus(body.status + " · " + body.elapsed_ms + " ms", body.status);
+      sink.end(body.status, null);
       return;
     }
     setStatus("running · run " + (run.id || ""));
-    await readStream(res, run);
+    await readStream(res, run, sink);
+    output = sink.end(run.status, run.error);
   } catch (e) {
-    if (e.name === "AbortError") setStatus("cancelled", "cancelled");
-    else { setStatus("error: " + e.message, "failed"); }
+    if (e.name === "AbortError") { run.status = "cancelled"; setStatus("cancelled", "cancelled"); }
+    else { run.status = "failed"; run.error = e.message; setStatus("error: " + e.message, "failed"); }
+    output = sink.end(run.status, run.status === "failed" ? run.error : null);
   } finally {
     state.run = null;
     setRunning(false);
+    runHistory.finish(entry, { id: run.id, status: run.status || "failed", elapsed_ms: run.elapsed_ms, output, error: run.error });
   }
 }
 
-async function readStream(res, run) {
-  const out = $("output");
-  const text = document.createTextNode("");
-  out.appendChild(text);
-  let finished = false;
+async function readStream(res, run, sink) {
   const parser = sseParser((ev) => {
     if (ev.event === "message") {
       run.chunks++;
-      text.appendData(ev.data);
+      sink.chunk(ev.data);
     } else if (ev.event === "node") {
       showNodeEvent(JSON.parse(ev.data));
     } else if (ev.event === "done") {
-      finished = true;
       const info = JSON.parse(ev.data);
+      run.status = info.status;
+      run.elapsed_ms = info.elapsed_ms;
+      if (info.error) run.error = info.error;
       setStatus(info.status + " · " + info.chunks + " chunks · " + info.elapsed_ms + " ms", info.status);
     } else if (ev.event === "error") {
-      finished = true;
       const info = JSON.parse(ev.data);
-      const err = document.createElement("div");
-      err.className = "stream-error";
-      err.textContent = "\n[error] " + info.message;
-      out.appendChild(err);
+      run.status = "failed";
+      run.error = info.message;
       setStatus("failed", "failed");
     }
   });
@@ -330,7 +412,11 @@ async function readStream(res, run) {
     parser.feed(value);
   }
   parser.feed("\n\n");
-  if (!finished) setStatus("the stream ended early", "failed");
+  if (!run.status) {
+    run.status = "failed";
+    run.error = "the stream ended early";
+    setStatus("the stream ended early", "failed");
+  }
 }
 
 async function cancelRun() {
@@ -430,7 +516,7 @@ async function pollReady() {
       const st = document.createElement("span");
       st.className = "state";
       st.textContent = svc.state + (svc.restarts ? " (" + svc.restarts + (svc.restarts === 1 ? " restart)" : " restarts)") : "");
-      li.append(name, st);
+      li.append(name, st, logPane.button(node));
       if (svc.restarts && svc.last_exit) {
         // what the restarts were for: "ready (2 restarts)" alone hides a server that keeps crashing
         const died = document.createElement("span");
@@ -466,12 +552,21 @@ async function main() {
   try {
     const cfg = await (await fetch("/ui-config.json")).json();
     state.base = cfg.base_path;
+    state.flow = cfg.flow || "";
     $("flow-name").textContent = cfg.flow || "";
     document.title = "flowctl · " + (cfg.flow || "");
   } catch (e) { /* keep the defaults */ }
   if (window.mermaid) window.mermaid.initialize({ startOnLoad: false, securityLevel: "strict", theme: "neutral" });
+  runHistory.load(state.flow);
   $("run-form").addEventListener("submit", startRun);
   $("cancel").addEventListener("click", cancelRun);
+  $("new-chat").addEventListener("click", () => { chat.reset(); $("chat-input").focus(); });
+  $("chat-input").addEventListener("keydown", (e) => {
+    // Enter sends, Shift+Enter is a new line (as in every chat window)
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("run-form").requestSubmit(); }
+  });
+  $("log-close").addEventListener("click", logPane.close);
+  $("history-clear").addEventListener("click", runHistory.clear);
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem("flowctl-api-key", $("api-key").value);

@@ -12,7 +12,9 @@ encoding and keep-alive, or as one ``chat.completion`` JSON object).
 Replies are deterministic. Token ``i`` (0-based) is ``"w{i}"`` with a leading space for
 every token but the first, so the text is ``"w0 w1 w2 ..."`` and every token is unique and
 ordered (see :func:`expected_tokens`). If the last user message contains ``echo:``, the
-reply is instead the words after ``echo:``, one token per word (see :func:`echo_tokens`).
+reply is instead the words after ``echo:``, one token per word (see :func:`echo_tokens`);
+if it contains ``roles:``, the reply is the role of every message of the request, in order
+(``"system user assistant user"``: proof that a whole conversation arrived).
 The number of tokens is ``--tokens`` (or the ``x-fake-tokens`` header), cut to the
 request's ``max_tokens`` when that is smaller (then ``finish_reason`` is ``"length"``).
 
@@ -65,6 +67,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -108,9 +111,13 @@ def expected_text(n: int) -> str:
 
 
 def echo_tokens(text: str) -> list[str]:
-    """Tokens of an ``echo:`` reply: the words of ``text``, spaces leading all but the first."""
-    words = text.split()
-    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+    """Tokens of an ``echo:`` reply: the words of ``text``, a space leading each word that
+    follows another word on its line; each line break is a token of its own (so Markdown
+    with lines, lists and code blocks comes back as written, less runs of spaces)."""
+    tokens: list[str] = []
+    for piece in re.findall(r"[^\s]+|\n", text):
+        tokens.append(piece if piece == "\n" or not tokens or tokens[-1] == "\n" else " " + piece)
+    return tokens
 
 
 def reply_tokens(messages: Any, n: int) -> list[str]:
@@ -118,6 +125,8 @@ def reply_tokens(messages: Any, n: int) -> list[str]:
     prompt = last_user_content(messages)
     if prompt is not None and "echo:" in prompt:
         return echo_tokens(prompt.split("echo:", 1)[1])
+    if prompt is not None and "roles:" in prompt:
+        return echo_tokens(" ".join(str(m.get("role")) if isinstance(m, dict) else "?" for m in messages))
     return expected_tokens(n)
 
 

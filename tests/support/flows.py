@@ -68,9 +68,11 @@ def chat_nodes(
     headers: Mapping[str, str] | None = None,
     sampling: bool = False,
     timeout: Mapping[str, float] | None = None,
+    messages: str | None = None,
 ) -> str:
     """The chat pair (YAML under `nodes:`): `chat` streams an OpenAI chat completion from
-    `url` (the user message is `content`), `reply` streams its text."""
+    `url` (the user message is `content`, or the whole message list is the template
+    `messages`), `reply` streams its text."""
     lines = [f"  {chat}:", "    type: http-stream"]
     if needs:
         lines.append(f"    needs: [{needs}]")
@@ -78,7 +80,11 @@ def chat_nodes(
     if headers:
         lines.append(f"    headers: {q(dict(headers))}")
     # the body in block style, one line per value: tests edit it as text (the user message)
-    lines += ["    body:", f"      model: {DEFAULT_MODEL}", "      messages:", "        - role: user", f"          content: {q(content)}"]
+    lines += ["    body:", f"      model: {DEFAULT_MODEL}"]
+    if messages is not None:
+        lines.append(f"      messages: {q(messages)}")
+    else:
+        lines += ["      messages:", "        - role: user", f"          content: {q(content)}"]
     if sampling:
         lines += [f"      {name}: {q(value)}" for name, value in SAMPLING.items()]
     lines += ["      stream: true", "    stream_format: json", f"    output: {q('${response[].choices[0].delta.content}')}"]
