@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .usage import TokenUsage
+
 
 class RunStatus(str, enum.Enum):
     QUEUED = "queued"
@@ -50,6 +52,8 @@ class RunRecord:
     error: str | None = None
     #: services this run depends on: a run fails at once when one of them goes down
     services: tuple[str, ...] = ()
+    #: tokens its upstreams said they read and wrote (summed over the nodes that said), or None
+    usage: TokenUsage | None = None
     #: set once the run has ended, whatever the way
     finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _task: asyncio.Task[Any] | None = field(default=None, repr=False)
@@ -118,8 +122,12 @@ class RunRecord:
         """(status, reason) given to `interrupt`, or None."""
         return self._stop_reason
 
+    def add_usage(self, usage: TokenUsage) -> None:
+        """A node's upstream reported its token counts (once per node, its last report)."""
+        self.usage = usage if self.usage is None else self.usage + usage
+
     def as_dict(self) -> dict[str, Any]:
-        return {
+        result: dict[str, Any] = {
             "run_id": self.id,
             "workflow_id": self.workflow,
             "status": self.status.value,
@@ -128,3 +136,6 @@ class RunRecord:
             "elapsed_ms": self.elapsed_ms,
             "error": self.error,
         }
+        if self.usage is not None:
+            result["usage"] = self.usage.as_openai()
+        return result

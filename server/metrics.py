@@ -15,6 +15,8 @@ prometheus-client's global one), so several apps in one process do not clash.
 | `flowctl_run_duration_seconds` | histogram | workflow |
 | `flowctl_time_to_first_chunk_seconds` | histogram | workflow |
 | `flowctl_chunks_total` | counter | workflow |
+| `flowctl_prompt_tokens_total` | counter | workflow |
+| `flowctl_completion_tokens_total` | counter | workflow |
 | `flowctl_runs_in_flight` | gauge | workflow |
 | `flowctl_service_up` | gauge (1 ready, 0 not) | node |
 | `flowctl_service_restarts_total` | counter | node |
@@ -75,6 +77,8 @@ class _WorkflowSeries:
     duration: Any
     ttfc: Any
     chunks: Any
+    prompt_tokens: Any
+    completion_tokens: Any
     in_flight: Any
 
 
@@ -89,6 +93,9 @@ class FlowMetrics:
         self.duration = Histogram("flowctl_run_duration_seconds", "Run duration, from start (slot acquired) to end.", ["workflow"], buckets=DURATION_BUCKETS, registry=r)
         self.ttfc = Histogram("flowctl_time_to_first_chunk_seconds", "Time from run start to its first output chunk.", ["workflow"], buckets=TTFC_BUCKETS, registry=r)
         self.chunks = Counter("flowctl_chunks", "Output chunks streamed.", ["workflow"], registry=r)
+        # what the upstreams reported (OpenAI's `usage`); runs whose upstreams report none add nothing
+        self.prompt_tokens = Counter("flowctl_prompt_tokens", "Prompt tokens the model servers reported reading.", ["workflow"], registry=r)
+        self.completion_tokens = Counter("flowctl_completion_tokens", "Completion tokens the model servers reported generating.", ["workflow"], registry=r)
         self.in_flight = Gauge("flowctl_runs_in_flight", "Runs executing now (not counting queued ones).", ["workflow"], registry=r)
         self.reloads = Counter("flowctl_reloads", "Hot reloads of the flow file by result.", ["result"], registry=r)
         r.register(_ServiceCollector(host))
@@ -112,6 +119,8 @@ class FlowMetrics:
                 duration=self.duration.labels(workflow),
                 ttfc=self.ttfc.labels(workflow),
                 chunks=self.chunks.labels(workflow),
+                prompt_tokens=self.prompt_tokens.labels(workflow),
+                completion_tokens=self.completion_tokens.labels(workflow),
                 in_flight=self.in_flight.labels(workflow),
             )
         return series
@@ -140,6 +149,9 @@ class FlowMetrics:
         series.in_flight.dec()
         if record.chunks:
             series.chunks.inc(record.chunks)
+        if record.usage is not None:
+            series.prompt_tokens.inc(record.usage.prompt_tokens)
+            series.completion_tokens.inc(record.usage.completion_tokens)
         if record.finished_mono is not None:
             series.duration.observe(max(0.0, record.finished_mono - record.started_mono))
         ttfc = record.time_to_first_chunk

@@ -15,8 +15,9 @@ by its workflow id, or by its `openai.model`. The chat request becomes the run's
   over the request body as source `request` (and `env`), checked when the flow compiles.
 
 `stream: true` answers with OpenAI's chunk stream: a role delta, one content delta per chunk
-the workflow streams (token for token), a final chunk carrying `finish_reason`, then
-`data: [DONE]`. A failure after the stream began is a `data: {"error": {...}}` event (the
+the workflow streams (token for token), a final chunk carrying `finish_reason`, with
+`stream_options: {include_usage: true}` a chunk with `usage` (when the run's upstreams
+reported token counts, see `engine/usage.py`), then `data: [DONE]`. A failure after the stream began is a `data: {"error": {...}}` event (the
 `openai` package raises it as `APIError`) followed by `data: [DONE]`. Otherwise the answer is
 one `chat.completion`. Errors before the run use OpenAI's body
 `{"error": {"message", "type", "param", "code"}}`: 400 for a bad request (including inputs
@@ -47,6 +48,7 @@ from ..engine.graph import CompiledFlow, CompiledWorkflow
 from ..engine.host import FlowHost, PreparedRun
 from ..engine.runs import RunRecord, RunStatus
 from ..engine.scheduler import chunk_text
+from ..engine.usage import TokenUsage
 from .errors import log_refused, openai_error_body, retry_headers
 from .request_json import load_json_body
 from .routes_api import ServerContext
@@ -70,6 +72,11 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = None
+
+
 class ChatCompletionRequest(BaseModel):
     """The fields of OpenAI's chat request the facade reads; other keys are accepted and
     ignored (they stay visible to `openai.inputs` templates as `request.<key>`)."""
@@ -78,6 +85,7 @@ class ChatCompletionRequest(BaseModel):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -214,6 +222,11 @@ class ChunkEncoder:
     def finish(self, reason: str = "stop") -> bytes:
         return (self._head + f'{{}},"logprobs":null,"finish_reason":{encode_basestring(reason)}}}]}}\n\n').encode()
 
+    def usage(self, usage: TokenUsage) -> bytes:
+        """OpenAI's last chunk for `include_usage`: no choices, the run's token counts."""
+        head = self._head[: -len('"choices":[{"index":0,"delta":')]
+        return (head + '"choices":[],"usage":' + json.dumps(usage.as_openai(), separators=(",", ":")) + "}\n\n").encode()
+
     @staticmethod
     def error(exc: BaseException) -> bytes:
         _, body = openai_error_body(exc)
@@ -222,10 +235,12 @@ class ChunkEncoder:
 
 class ChatFraming:
     """`RunResponse`'s framing for OpenAI's chunk stream: a role chunk, one content chunk per
-    workflow chunk, a `finish_reason` chunk (or an error object), then `data: [DONE]`."""
+    workflow chunk, a `finish_reason` chunk (or an error object), the usage chunk when asked
+    for and known, then `data: [DONE]`."""
 
-    def __init__(self, encoder: ChunkEncoder) -> None:
+    def __init__(self, encoder: ChunkEncoder, *, include_usage: bool = False) -> None:
         self.encoder = encoder
+        self.include_usage = include_usage
         self.chunk = lambda _seq, text: encoder.content(text)  # per token: skip a method hop
 
     def opening(self) -> bytes:
@@ -234,15 +249,19 @@ class ChatFraming:
     def closing(self, record: RunRecord, chunks: int, error: BaseException | None) -> bytes:
         if error is None and record.status is not RunStatus.SUCCEEDED:
             error = _unfinished(record)
-        end = self.encoder.finish() if error is None else self.encoder.error(error)
+        if error is not None:
+            return self.encoder.error(error) + ChunkEncoder.DONE
+        end = self.encoder.finish()
+        if self.include_usage and record.usage is not None:
+            end += self.encoder.usage(record.usage)
         return end + ChunkEncoder.DONE
 
 
-def chat_stream(host: FlowHost, run: PreparedRun, *, model: str, keepalive: float | None) -> RunResponse:
+def chat_stream(host: FlowHost, run: PreparedRun, *, model: str, keepalive: float | None, include_usage: bool = False) -> RunResponse:
     """The streamed answer to `/v1/chat/completions`: `RunResponse` (its disconnect watcher,
     keep-alive comments and cancellation) with OpenAI's framing."""
     encoder = ChunkEncoder(f"chatcmpl-{run.record.id}", model, int(run.record.created))
-    return RunResponse(host, run, sse=True, keepalive=keepalive, framing=ChatFraming(encoder))
+    return RunResponse(host, run, sse=True, keepalive=keepalive, framing=ChatFraming(encoder, include_usage=include_usage))
 
 
 def _unfinished(record: RunRecord) -> FlowctlError:
@@ -259,16 +278,19 @@ def completion_renderer(model: str):
         if error is None and record.status is not RunStatus.SUCCEEDED:
             error = _unfinished(record)
         if error is not None:
-            status, body = openai_error_body(error)
-            return (500 if status == 499 else status), body
+            status, failure = openai_error_body(error)
+            return (500 if status == 499 else status), failure
         text = "" if output is None else output if isinstance(output, str) else chunk_text(output)
-        return 200, {
+        body: dict[str, Any] = {
             "id": f"chatcmpl-{record.id}",
             "object": "chat.completion",
             "created": int(record.created),
             "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}],
         }
+        if record.usage is not None:
+            body["usage"] = record.usage.as_openai()
+        return 200, body
 
     return render
 
@@ -317,7 +339,8 @@ def openai_router(ctx: ServerContext) -> Router:
             log_refused("POST", "/v1/chat/completions", status, error["error"]["message"])
             return JSONAnswer(status, error, retry_headers(exc))
         if chat.stream:
-            return chat_stream(host, run, model=chat.model, keepalive=ctx.keepalive)
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            return chat_stream(host, run, model=chat.model, keepalive=ctx.keepalive, include_usage=include_usage)
         return RunResponse(host, run, sse=False, render=completion_renderer(chat.model))
 
     return Router(path="/", route_handlers=[list_models, retrieve_model, chat_completions], tags=["openai"])

@@ -45,8 +45,11 @@ def encode_event(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
 
 
-def done_event(run_id: str, status: str, chunks: int, elapsed_ms: int) -> bytes:
-    return encode_event("done", {"run_id": run_id, "status": status, "chunks": chunks, "elapsed_ms": elapsed_ms})
+def done_event(run_id: str, status: str, chunks: int, elapsed_ms: int, usage: dict[str, int] | None = None) -> bytes:
+    data: dict[str, Any] = {"run_id": run_id, "status": status, "chunks": chunks, "elapsed_ms": elapsed_ms}
+    if usage is not None:
+        data["usage"] = usage
+    return encode_event("done", data)
 
 
 def error_event(message: str, **extra: Any) -> bytes:

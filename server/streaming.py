@@ -74,6 +74,8 @@ def render_native(record: RunRecord, output: Any, error: BaseException | None) -
         return status, {**err, **body, "status": RunStatus.FAILED.value}
     if record.error:
         body["error"] = record.error
+    if record.usage is not None:
+        body["usage"] = record.usage.as_openai()
     return 200, body
 
 
@@ -106,7 +108,7 @@ class SseFraming:
             return error_event(f"internal error (id {log_unexpected(error)})", run_id=record.id)
         if record.status is RunStatus.FAILED:
             return error_event(record.error or "the run failed", run_id=record.id)
-        return done_event(record.id, record.status.value, chunks, record.elapsed_ms)
+        return done_event(record.id, record.status.value, chunks, record.elapsed_ms, record.usage.as_openai() if record.usage is not None else None)
 
 
 class JSONAnswer:
