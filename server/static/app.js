@@ -367,7 +367,8 @@ async function startRun(event) {
       run.status = body.status;
       run.error = body.error || null;
       run.elapsed_ms = body.elapsed_ms;
-      setStatus(body.status + " · " + body.elapsed_ms + " ms", body.status);
+      run.usage = body.usage || null;
+      setStatus(body.status + " · " + body.elapsed_ms + " ms" + tokens(body.usage), body.status);
       sink.end(body.status, null);
       return;
     }
@@ -381,8 +382,13 @@ async function startRun(event) {
   } finally {
     state.run = null;
     setRunning(false);
-    runHistory.finish(entry, { id: run.id, status: run.status || "failed", elapsed_ms: run.elapsed_ms, output, error: run.error });
+    runHistory.finish(entry, { id: run.id, status: run.status || "failed", elapsed_ms: run.elapsed_ms, usage: run.usage, output, error: run.error });
   }
+}
+
+// the token counts the model server reported, when it did (`usage`)
+function tokens(usage) {
+  return usage ? " · " + usage.prompt_tokens + " → " + usage.completion_tokens + " tokens" : "";
 }
 
 async function readStream(res, run, sink) {
@@ -396,8 +402,9 @@ async function readStream(res, run, sink) {
       const info = JSON.parse(ev.data);
       run.status = info.status;
       run.elapsed_ms = info.elapsed_ms;
+      run.usage = info.usage || null;
       if (info.error) run.error = info.error;
-      setStatus(info.status + " · " + info.chunks + " chunks · " + info.elapsed_ms + " ms", info.status);
+      setStatus(info.status + " · " + info.chunks + " chunks · " + info.elapsed_ms + " ms" + tokens(info.usage), info.status);
     } else if (ev.event === "error") {
       const info = JSON.parse(ev.data);
       run.status = "failed";

@@ -66,7 +66,7 @@ const runHistory = (() => {
       what.textContent = run.workflow;
       const how = document.createElement("span");
       how.className = "how";
-      how.textContent = run.status + (run.elapsed_ms != null ? " · " + run.elapsed_ms + " ms" : "");
+      how.textContent = run.status + (run.elapsed_ms != null ? " · " + run.elapsed_ms + " ms" : "") + tokens(run.usage);
       summary.append(when, what, how);
       details.appendChild(summary);
       details.appendChild(block("Input", run.input, false));
