@@ -1,6 +1,7 @@
 // The live log pane: one service's log, its last lines and then each new line as it is
 // written, from `GET {base}/services/{node}/logs?tail=N&follow=1` (SSE, one `data:` per
-// line). One pane, one stream: opening another service's log closes the first.
+// line; `event: rotated` when the file was rotated meanwhile). One pane, one stream: opening
+// another service's log closes the first.
 "use strict";
 
 const logPane = (() => {
@@ -44,6 +45,7 @@ const logPane = (() => {
       $("logs").dataset.state = "following";
       const parser = sseParser((ev) => {
         if (ev.event === "message") append(lines, ev.data);
+        else if (ev.event === "rotated") append(lines, "— the log was rotated —", "marker");
         else if (ev.event === "error") note(ev.data);
       });
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -59,11 +61,12 @@ const logPane = (() => {
     }
   }
 
-  function append(pre, line) {
+  function append(pre, line, className) {
     // keep the view at the bottom only when the reader is there already
     const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
     const div = document.createElement("div");
     div.textContent = line;
+    if (className) div.className = className;
     pre.appendChild(div);
     while (pre.childElementCount > KEEP) pre.firstElementChild.remove();
     if (atBottom) pre.scrollTop = pre.scrollHeight;
