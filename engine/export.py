@@ -5,6 +5,13 @@ switch as a diamond with each edge labelled by the case that takes it, a map as 
 naming its per-item node type, a node's `when:` under its name, streams as thick edges, a
 fallback as a dotted edge. Mermaid output's second line is a `%% flowctl-ids {...}` comment
 mapping node ids to the ids in the drawing (the web UI colours nodes live through it).
+
+Node ids are any YAML key, so neither language sees one as written. Each node gets a drawing
+id (`_drawing_ids`): `n_` and the id with every character outside `[A-Za-z0-9_]` made `_`,
+and a `_2`, `_3`... where two ids would meet (`srv-a` and `srv_a`), so the map is one to one
+and the usual ids stay readable. The id itself is only ever a label, escaped for its
+language: mermaid's entity codes (`#quot;`, `#35;`), dot's HTML-like labels (`&quot;`,
+`&#92;`), which take any character (a quoted dot string cannot end in a backslash).
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ _WHEN_CHARS = 48
 
 def to_mermaid(flow: CompiledFlow, workflow: CompiledWorkflow | None = None) -> str:
     graph = _subgraph(flow, workflow)
-    ids = {node_id: _mid(node_id) for node_id in graph.nodes}
+    ids = _drawing_ids(graph)
     lines = ["graph TD", "    %% flowctl-ids " + json.dumps(ids, separators=(",", ":"))]
     for node_id, data in graph.nodes(data=True):
         left, right = _MERMAID_SHAPES[_shape(data)]
-        label = _mermaid_text(node_id) + "<br/><i>" + _mermaid_text(_subtitle(data)) + "</i>"
+        # lines split by line breaks, not `<br/>`: with a `<br/>` in it, mermaid reads the
+        # label's entity codes before its Markdown, and `#42;a#42;` comes out in italics
+        label = _mermaid_text(node_id) + "\n*" + _mermaid_text(_subtitle(data)) + "*"
         if data.get("when"):
-            label += "<br/><small>when " + _mermaid_text(_short(data["when"])) + "</small>"
+            label += "\n<small>when " + _mermaid_text(_short(data["when"])) + "</small>"
         lines.append(f"    {ids[node_id]}{left}{label}{right}")
     for up, down, data in graph.edges(data=True):
         lines.append(f"    {ids[up]} {_mermaid_arrow(data)} {ids[down]}")
@@ -45,14 +54,15 @@ def to_json(flow: CompiledFlow, workflow: CompiledWorkflow | None = None) -> str
 
 def to_dot(flow: CompiledFlow, workflow: CompiledWorkflow | None = None) -> str:
     graph = _subgraph(flow, workflow)
+    ids = _drawing_ids(graph)
     lines = ["digraph flow {", "    rankdir=TB;"]
     for node_id, data in graph.nodes(data=True):
-        label = f"{node_id}\\n{_subtitle(data)}"
+        label = _dot_text(node_id) + "<br/><i>" + _dot_text(_subtitle(data)) + "</i>"
         if data.get("when"):
-            label += "\\nwhen " + _short(data["when"])
-        lines.append(f'    "{_dot_text(node_id)}" [label="{_dot_text(label, keep_newlines=True)}", shape={_DOT_SHAPES[_shape(data)]}];')
+            label += "<br/><small>when " + _dot_text(_short(data["when"])) + "</small>"
+        lines.append(f"    {ids[node_id]} [label=<{label}>, shape={_DOT_SHAPES[_shape(data)]}];")
     for up, down, data in graph.edges(data=True):
-        lines.append(f'    "{_dot_text(up)}" -> "{_dot_text(down)}"{_dot_style(data)};')
+        lines.append(f"    {ids[up]} -> {ids[down]}{_dot_style(data)};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -101,7 +111,7 @@ def _dot_style(data: dict[str, Any]) -> str:
     attrs = {"stream": ["style=bold"], "fallback": ["style=dotted"]}.get(edge, [])
     label = _edge_label(data)
     if label:
-        attrs.append(f'label="{_dot_text(_short(label))}"')
+        attrs.append(f"label=<{_dot_text(_short(label))}>")
     return f" [{', '.join(attrs)}]" if attrs else ""
 
 
@@ -109,19 +119,43 @@ def _short(text: str) -> str:
     return text if len(text) <= _WHEN_CHARS else text[: _WHEN_CHARS - 1] + "…"
 
 
+#: characters that are syntax in a mermaid label: its own (quotes, brackets, `|`, `#`), HTML's
+#: (labels are HTML: `&amp;` would show as `&`), Markdown's inline marks (mermaid runs labels
+#: through Markdown: `*a*` would be in italics, `http://x`, `www.x` and `a@b.c` links), `\\`,
+#: and control characters (a line break is the label's own). Entity codes are read after
+#: Markdown, so they show as written.
+_MERMAID_SPECIAL = re.compile(r'[#&"<>|{}\[\]\\*_`~()!./@\x00-\x1f\x7f]')
+#: what Markdown reads as a block at the start of a label: a list (`- `, `+ `, `1. `, `1) `),
+#: a rule, a setext underline
+_MERMAID_BLOCK_START = re.compile(r"^(\d*)([-+.)=])")
+#: characters an HTML-like dot label must not hold as they are
+_DOT_SPECIAL = re.compile(r'[&<>"\\\x00-\x1f\x7f]')
+
+
 def _mermaid_text(text: str) -> str:
-    """Text inside a quoted mermaid label or edge label: its own syntax characters escaped."""
-    return (
-        text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
-        .replace("|", "#124;").replace("{", "#123;").replace("}", "#125;")
-    )
+    """Text inside a quoted mermaid label or edge label, as entity codes where needed."""
+    return _MERMAID_BLOCK_START.sub(lambda m: f"{m.group(1)}#{ord(m.group(2))};", _MERMAID_SPECIAL.sub(_code, text))
 
 
-def _dot_text(text: str, *, keep_newlines: bool = False) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return escaped.replace("\\\\n", "\\n") if keep_newlines else escaped
+def _code(match: re.Match[str]) -> str:
+    return f"#{ord(match.group())};"
 
 
-def _mid(node_id: str) -> str:
-    """A mermaid-safe identifier for a node id (ids may hold '-' or '.')."""
-    return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", node_id)
+def _dot_text(text: str) -> str:
+    """Text inside an HTML-like dot label (`label=<...>`), as character references where needed."""
+    return _DOT_SPECIAL.sub(lambda m: f"&#{ord(m.group())};", text)
+
+
+def _drawing_ids(graph: nx.DiGraph) -> dict[str, str]:
+    """Node id -> an identifier both languages take as is, different for every node."""
+    ids: dict[str, str] = {}
+    taken: set[str] = set()
+    for node_id in graph.nodes:
+        base = "n_" + re.sub(r"[^A-Za-z0-9_]", "_", node_id)
+        drawn, n = base, 1
+        while drawn in taken:
+            n += 1
+            drawn = f"{base}_{n}"
+        taken.add(drawn)
+        ids[node_id] = drawn
+    return ids

@@ -58,7 +58,7 @@ def test_graph_json_and_dot() -> None:
     assert {node["id"] for node in data["nodes"]} == {"vllm-env", "vllm", "chat", "reply"}
     assert {(e["source"], e["target"]) for e in data["edges"]} == {("vllm-env", "vllm"), ("vllm", "chat"), ("chat", "reply")}
     dot = flowctl("graph", str(VLLM_FLOW), "--format", "dot").stdout
-    assert dot.startswith("digraph flow {") and '"vllm" -> "chat";' in dot
+    assert dot.startswith("digraph flow {") and "n_vllm -> n_chat;" in dot and "n_vllm_env [label=<vllm-env<br/><i>env-setup</i>>, shape=box3d];" in dot
 
 
 def test_schema_is_json_schema_of_the_native_form() -> None:

@@ -142,15 +142,15 @@ workflows:
   w: {output: out}
 """)
     mermaid = run_cli("graph", str(flow)).stdout
-    assert 'n_route{"route<br/><i>switch</i>"}' in mermaid
+    assert 'n_route{"route\n*switch*"}' in mermaid
     assert "n_route -->|code: equals code| n_coder" in mermaid and "n_route -->|default| n_chat" in mermaid
-    assert "<small>when $#123;input.ok as boolean #124; true#125;</small>" in mermaid
-    assert 'n_each{{"each<br/><i>map: each value</i>"}}' in mermaid
+    assert "<small>when $#123;input#46;ok as boolean #124; true#125;</small>" in mermaid
+    assert 'n_each{{"each\n*map: each value*"}}' in mermaid
     assert "n_coder -.->|fallback| n_spare" in mermaid
     compiled = load_flow(flow)  # the other formats in-process: the command line is shown above
     dot = to_dot(compiled)
-    assert '"route" [label="route\\nswitch", shape=diamond];' in dot
-    assert '"coder" -> "spare" [style=dotted, label="fallback"];' in dot
+    assert "n_route [label=<route<br/><i>switch</i>>, shape=diamond];" in dot
+    assert "n_coder -> n_spare [style=dotted, label=<fallback>];" in dot
     data = json.loads(to_json(compiled))
     edges = {(e["source"], e["target"]): e for e in data["edges"]}
     assert edges["route", "coder"]["edge"] == "route" and edges["route", "coder"]["cases"] == ["code: equals code"]
