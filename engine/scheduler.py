@@ -34,7 +34,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -48,6 +48,7 @@ from .graph import CompiledFlow, CompiledNode, CompiledWorkflow
 from .node_events import CANCELLED, FAILED, FINAL_STATES, FINISHED, SKIPPED, STARTED, NodeEvent
 from .structured import run_together
 from .templating import SKIPPED as SKIPPED_NODE
+from .usage import TokenUsage
 
 
 def new_http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
@@ -105,10 +106,12 @@ def run_workflow(
     http: httpx.AsyncClient,
     service_outputs: Mapping[str, Any],
     events: bool = False,
+    on_usage: Callable[[TokenUsage], None] | None = None,
 ) -> Chunks:
     """The workflow's output chunks (and, with `events`, `NodeEvent`s between them).
-    `inputs` must already be validated and cast. Close the iterator to stop the run."""
-    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events)
+    `inputs` must already be validated and cast. Close the iterator to stop the run.
+    `on_usage` hears each node's token counts, when its upstream reports them."""
+    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage)
     return run.chunks_with_events() if events else run.chunks()
 
 
@@ -130,8 +133,20 @@ class WorkflowRun:
             await run.close()
     """
 
-    def __init__(self, flow: CompiledFlow, workflow: CompiledWorkflow, inputs: Mapping[str, Any], *, run_id: str, http: httpx.AsyncClient, service_outputs: Mapping[str, Any], events: bool = False) -> None:
+    def __init__(
+        self,
+        flow: CompiledFlow,
+        workflow: CompiledWorkflow,
+        inputs: Mapping[str, Any],
+        *,
+        run_id: str,
+        http: httpx.AsyncClient,
+        service_outputs: Mapping[str, Any],
+        events: bool = False,
+        on_usage: Callable[[TokenUsage], None] | None = None,
+    ) -> None:
         self.flow = flow
+        self.on_usage = on_usage
         self.workflow = workflow
         self.nodes = flow.nodes
         self.run_id = run_id
@@ -364,6 +379,8 @@ class WorkflowRun:
         ctx = RunContext(node_id=node_id, run_id=self.run_id, resolve=resolve, http=self.http, fields=node.fields, scope=scope)
         if self.events is not None:
             ctx.report = lambda state, **details: self.emit(node_id, state, details=details)
+        if self.on_usage is not None:
+            ctx.usage = self.on_usage
         if node.spec.route_targets():
             ctx.choose = lambda targets: self.chosen.__setitem__(node_id, frozenset(targets))
         if node.inner is not None:

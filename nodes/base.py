@@ -29,6 +29,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ..engine.conditions import Condition
+from ..engine.usage import TokenUsage
 
 if TYPE_CHECKING:
     from ..engine.templating import CompiledValue
@@ -261,6 +262,8 @@ class RunContext:
     choose: Callable[[Sequence[str]], None] = field(default=lambda targets: None)
     #: a map runs its per-item node: `await run_item({"item": x, "index": i})` -> its output
     run_item: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None
+    #: a node whose upstream reported token counts (OpenAI's `usage`) says so, once, at its end
+    usage: Callable[[TokenUsage], None] = field(default=lambda usage: None)
 
 
 #: what a per-run node yields; an async generator, so its consumer can `aclose` it

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine.errors import InputError, MissingValueError, RunError, UpstreamError, clip
 from ..engine.templating import MISSING, path_walker
+from ..engine.usage import TokenUsage
 from .base import Chunks, RunContext, RunNodeSpec
 from .deadline import WaitDeadline
 from .http_url import redact_url, render_url
@@ -132,9 +133,11 @@ class HttpStreamNode:
         request = self._request(ctx)
         shown = f"{request.method} {redact_url(str(request.url))}"
         response = await self._answer(ctx, request, shown)
+        # [0]: the last `usage` object the upstream sent (OpenAI's token counts), if any
+        usage: list[Any] = [None]
         try:
             if spec.stream_format is None:
-                async for value in self._whole(ctx, shown, response):
+                async for value in self._whole(ctx, shown, response, usage):
                     yield value
                 return
             # one frame per token: the body's reads, split into events inline (a plain
@@ -149,7 +152,7 @@ class HttpStreamNode:
             # [0]: the answer is whole (a chunk with a finish_reason was seen, in OpenAI's
             # format), so a body that ends without `[DONE]` is not cut short
             whole = [not spec.require_end]
-            event = self._event_reader(ctx, shown, whole)
+            event = self._event_reader(ctx, shown, whole, usage)
             deadline = WaitDeadline(first=spec.timeout.first_byte, idle=spec.timeout.idle)
             flowing = False  # the first output arrived: the idle limit applies from then on
             try:
@@ -189,6 +192,9 @@ class HttpStreamNode:
             raise UpstreamError(ctx.node_id, f"{shown}: {_describe(exc)}") from None
         finally:
             await response.aclose()
+            reported = TokenUsage.from_openai(usage[0])
+            if reported is not None:
+                ctx.usage(reported)
 
     async def _answer(self, ctx: RunContext, request: httpx.Request, shown: str) -> httpx.Response:
         """Send `request` until a 2xx answer begins (retrying per `retry:`, before the first
@@ -256,11 +262,13 @@ class HttpStreamNode:
         except (httpx.InvalidURL, UnicodeError, TypeError, ValueError) as exc:
             raise _rejected(ctx, ("body",), _reason(exc)) from None
 
-    def _event_reader(self, ctx: RunContext, shown: str, whole: list[bool]) -> Callable[[str], Any]:
+    def _event_reader(self, ctx: RunContext, shown: str, whole: list[bool], usage: list[Any]) -> Callable[[str], Any]:
         """Per upstream event: `_DONE` for `data: [DONE]`, else the value `output:` extracts
         from it, or `_NOTHING` for an event that carries none (vLLM's role and finish chunks)
-        or an empty one; `whole[0]` is set once a chunk carries a finish_reason. One call per
-        token: parsing, the end check and extracting are inlined here."""
+        or an empty one; `whole[0]` is set once a chunk carries a finish_reason, `usage[0]` to
+        the `usage` of a chunk without output (OpenAI's last chunk with `include_usage`; never
+        looked for in a chunk that carries a token). One call per token: parsing, the end
+        check and extracting are inlined here."""
         node_id = ctx.node_id
         walk = self._output_walker(ctx)
         if self.spec.stream_format != "json":
@@ -288,7 +296,11 @@ class HttpStreamNode:
                         if choice.__class__ is dict_ and choice.get("finish_reason"):
                             whole[0] = True
             value = walk(chunk)
-            return _NOTHING if value is MISSING or value is None or value == "" else value
+            if value is MISSING or value is None or value == "" or value is _NOTHING:
+                if chunk.__class__ is dict_ and "usage" in chunk:
+                    usage[0] = chunk["usage"]
+                return _NOTHING
+            return value
 
         return event
 
@@ -329,7 +341,7 @@ class HttpStreamNode:
 
         return general
 
-    async def _whole(self, ctx: RunContext, shown: str, response: httpx.Response) -> Chunks:
+    async def _whole(self, ctx: RunContext, shown: str, response: httpx.Response, usage: list[Any]) -> Chunks:
         async with asyncio.timeout(self.spec.timeout.idle):
             raw = await response.aread()
         content_type = response.headers.get("content-type", "")
@@ -349,6 +361,8 @@ class HttpStreamNode:
                 body = json.loads(text)
             except ValueError:  # a JSON body that does not parse was cut short, or is broken
                 raise UpstreamError(ctx.node_id, f"{shown}: the JSON body does not parse (cut short?): {clip(text, 120)!r}") from None
+            if body.__class__ is dict:
+                usage[0] = body.get("usage")
         if self.spec.output is None:
             yield body
             return

@@ -51,13 +51,15 @@ def fake_flow_yaml(
     restart: str = "never",
     stop_timeout: float = 5.0,
     messages: str | None = None,
+    usage: bool = False,
     **fake_flags: Any,
 ) -> str:
     """A flow over the fake vLLM server on ``port``. ``fake_flags`` become the fake's CLI
     flags (``tokens=5``, ``token_delay_ms=20``...); ``server`` is the flow's ``server:``
     section (``max_concurrency``, ``max_queue``, ``drain_timeout``...); ``messages``, a
     template, is the chat workflow's whole message list (``${input.messages as list}``)
-    instead of one user message with the prompt."""
+    instead of one user message with the prompt; ``usage`` makes the chat workflow ask the
+    fake for token counts (``stream_options.include_usage``)."""
     argv = fake_vllm_argv(port, quiet=True, **fake_flags)
     lines = [
         "version: 1",
@@ -71,7 +73,7 @@ def fake_flow_yaml(
     text = "\n".join(lines) + "\n"
     text += server_node("llm", argv, port, readiness_timeout=readiness_timeout, interval=0.05, restart=restart, stop_timeout=stop_timeout)
     fake_headers = {"x-fake-tokens": _optional("tokens"), "x-fake-token-delay-ms": _optional("delay_ms"), "x-fake-fail-status": _optional("fail_status")}
-    text += chat_nodes(chat_url(port), needs="llm", headers=fake_headers, sampling=True, messages=messages)
+    text += chat_nodes(chat_url(port), needs="llm", headers=fake_headers, sampling=True, messages=messages, usage=usage)
     lines = [
         "  complete:",
         "    type: http-stream",

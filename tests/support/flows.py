@@ -69,10 +69,12 @@ def chat_nodes(
     sampling: bool = False,
     timeout: Mapping[str, float] | None = None,
     messages: str | None = None,
+    usage: bool = False,
 ) -> str:
     """The chat pair (YAML under `nodes:`): `chat` streams an OpenAI chat completion from
     `url` (the user message is `content`, or the whole message list is the template
-    `messages`), `reply` streams its text."""
+    `messages`; with `usage`, asking for token counts: `stream_options.include_usage`),
+    `reply` streams its text."""
     lines = [f"  {chat}:", "    type: http-stream"]
     if needs:
         lines.append(f"    needs: [{needs}]")
@@ -87,6 +89,8 @@ def chat_nodes(
         lines += ["      messages:", "        - role: user", f"          content: {q(content)}"]
     if sampling:
         lines += [f"      {name}: {q(value)}" for name, value in SAMPLING.items()]
+    if usage:
+        lines.append("      stream_options: {include_usage: true}")
     lines += ["      stream: true", "    stream_format: json", f"    output: {q('${response[].choices[0].delta.content}')}"]
     if timeout:
         lines.append(f"    timeout: {q(dict(timeout))}")
