@@ -408,7 +408,7 @@ class _Compiler:
                 except TemplateError as exc:
                     self.error(f"default of input '{name}': {exc.message}", (*where, "inputs", name, "default"))
             required = decl.required if decl.required is not None else default is NO_DEFAULT
-            declared[name] = InferredInput(name=name, type=type_name, default=default, required=required)
+            declared[name] = InferredInput(name=name, type=type_name, default=default, required=required, description=decl.description)
         for name in inferred:
             if name not in declared:
                 self.error(f"input '{name}' is used but not declared in the workflow's `inputs:`", (*where, "inputs"), key=True, hint=f"declare `{name}:` or remove the explicit `inputs:`")

@@ -33,6 +33,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
@@ -43,7 +44,7 @@ from ..nodes.base import Chunks, RunContext
 from ..nodes.http_transport import StreamingTransport
 from ..nodes.registry import create_run_node
 from .conditions import holds
-from .errors import FlowctlError, InputError, RunError, TemplateError
+from .errors import FlowctlError, InputError, MissingValueError, RunError, TemplateError
 from .graph import CompiledFlow, CompiledNode, CompiledWorkflow
 from .node_events import CANCELLED, FAILED, FINAL_STATES, FINISHED, SKIPPED, STARTED, NodeEvent
 from .structured import run_together
@@ -464,6 +465,10 @@ def _named(node_id: str, exc: BaseException) -> RunError | InputError:
     named after `node_id`. A bug (any other exception) is passed on as it is."""
     if isinstance(exc, (RunError, InputError)):
         return exc
+    if isinstance(exc, MissingValueError) and exc.path.startswith("input."):
+        # an optional input this node needed after all (its `when:` held): the client's to give
+        name = re.split(r"[.\[]", exc.path[len("input.") :], maxsplit=1)[0]
+        return InputError(name, f"is needed by node '{node_id}' but was not given", hint=exc.hint)
     if isinstance(exc, TemplateError):
         return RunError(node_id, exc.message, hint=exc.hint)
     if isinstance(exc, FlowctlError):

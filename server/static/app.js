@@ -323,7 +323,9 @@ async function startRun(event) {
   if (state.mode === "chat") {
     const question = $("chat-input").value;
     if (!question.trim()) { $("chat-input").focus(); return; }
-    const system = typeof input.system === "string" ? input.system : "";
+    // the `system` input, as filled in or as its default, is the conversation's first message
+    const declared = ((wf.input || {}).properties || {}).system;
+    const system = typeof input.system === "string" ? input.system : (declared && typeof declared.default === "string" ? declared.default : "");
     delete input.system;
     const turn = chat.ask(question, system);
     turn.question = question;

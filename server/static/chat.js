@@ -1,8 +1,8 @@
 // Chat mode: a workflow with a `messages` input (a list) and a text output is a chat. The page
 // keeps the conversation and sends all of it as `messages` with every turn, as OpenAI's chat
 // API takes it: [{role: "system"?}, {role: "user"}, {role: "assistant"}, ..., {role: "user"}].
-// An input named `system` becomes the conversation's first message (when filled in), not an
-// input of its own; the other inputs (temperature, ...) go with each turn as they are.
+// An input named `system` becomes the conversation's first message (as filled in, or its
+// default), not an input of its own; the other inputs (temperature, ...) go with each turn.
 // The conversation is kept per workflow in sessionStorage (a reload keeps it).
 "use strict";
 
@@ -16,8 +16,9 @@ const chat = (() => {
     return !!m && (m.type === "array" || m.type === undefined) && (wf.output_type === "stream/text" || wf.output_type === "value");
   }
 
-  // the inputs the conversation itself fills: not shown as form fields in chat mode
-  function ownInputs() { return ["messages", "prompt", "system"]; }
+  // the inputs the conversation itself fills: not shown as form fields in chat mode (`system`
+  // is shown, under Settings, and sent as the first message)
+  function ownInputs() { return ["messages", "prompt"]; }
 
   function open(flow, wf) {
     key = "flowctl-chat:" + flow + ":" + wf.id;

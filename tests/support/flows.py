@@ -111,3 +111,15 @@ def native_chat_flow(port: int, *, fake: dict[str, Any] | None = None, restart: 
         + (extra_node_yaml + "\n" if extra_node_yaml else "")
         + "workflows:\n  chat:\n    title: Chat\n    output: reply\n    default: true\n"
     )
+
+
+def default_flow_over_fake(port: int, **fake: Any) -> str:
+    """flows/local_chat.yml as shipped, its llama.cpp server (and the venv it builds) swapped
+    for the fake vLLM server on `port`, named `llm` as there and serving the flow's model name:
+    the conversation, the request and the workflow's inputs are the real flow's."""
+    from support.paths import REPO_ROOT
+
+    text = (REPO_ROOT / "flows" / "local_chat.yml").read_text()
+    start, end = text.index("\n  llm-env:\n"), text.index("\n  # The conversation sent to the model")
+    services = server_node("llm", fake_vllm_argv(port, served_model_name="smollm2", quiet=True, **fake), port, interval=0.05)
+    return (text[:start] + "\n" + services + text[end:]).replace("http://127.0.0.1:8011/", f"http://127.0.0.1:{port}/")

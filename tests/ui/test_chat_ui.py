@@ -9,8 +9,10 @@ import json
 import struct
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
+from support.flows import default_flow_over_fake
 from support.procs import free_port
 
 PHONE = {"width": 420, "height": 900}
@@ -245,3 +247,25 @@ def test_the_form_fits_a_phone(context, up: UpHandle) -> None:  # type: ignore[n
     page.wait_for_selector("#graph svg", timeout=15_000)
     page.locator("#history > li summary").first.click()
     assert_fits(page, ["header", "#nav", "#workflow", ".field", ".field input", ".field textarea", "#output", "#graph", "#history li"])
+
+
+def test_the_default_flow_is_a_chat_with_its_system_message(browser, flowctl_up) -> None:  # type: ignore[no-untyped-def]
+    """flows/local_chat.yml (its server swapped for the fake): a chat; its `system` input is
+    the conversation's first message, its default unless filled in under Settings."""
+    port = free_port()
+    up = flowctl_up(default_flow_over_fake(port))
+    context = browser.new_context()
+    try:
+        page = open_page(context, up)
+        assert page.get_attribute("#workflow", "data-mode") == "chat"
+        assert page.query_selector("#input-prompt") is None and page.query_selector("#input-system") is not None
+        assert send(page, "roles:") == "system user"
+        first = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()["last_request"]["messages"][0]
+        assert first == {"role": "system", "content": "You are a helpful AI assistant named SmolLM, trained by Hugging Face"}
+        page.click("#settings > summary")
+        page.fill("#input-system", "Be brief.")
+        assert send(page, "roles:") == "system user assistant user"
+        sent = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()["last_request"]["messages"]
+        assert sent[0] == {"role": "system", "content": "Be brief."} and [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    finally:
+        context.close()
