@@ -1,6 +1,7 @@
 """The default flow, for real: `flowctl up flows/local_chat.yml` sets up llama-cpp-python and
 SmolLM2-135M-Instruct in their own venv, starts the llama server as a managed process, and a
-real generation streams through the API as SSE. SIGTERM then leaves nothing behind.
+real generation streams through the API as SSE, and a conversation sent as `messages` is
+answered. SIGTERM then leaves nothing behind.
 
 The prompt is long enough (at least 64 tokens, checked with the model's own tokenizer) for
 llama.cpp to evaluate it in its batched kernels, the path that crashed a native build on
@@ -163,7 +164,17 @@ def test_up_streams_a_real_generation_and_stops_cleanly(flowctl_up) -> None:
             assert response.headers["content-type"].startswith("text/event-stream")
             events = _read_sse(response)
         elapsed = time.monotonic() - sent
-        # the server generated it and lives on: a crash (and restart) in between would show here
+        # a conversation (the web UI's chat, an OpenAI client) goes to the model as `messages`
+        conversation = [
+            {"role": "user", "content": "My name is Ada."},
+            {"role": "assistant", "content": "Nice to meet you, Ada!"},
+            {"role": "user", "content": "What is my name?"},
+        ]
+        turn = client.post(f"{api}/workflows/chat/runs", json={"input": {"messages": conversation, "max_tokens": 16}},
+                           headers={"Accept": "application/json"}, timeout=httpx.Timeout(10.0, read=120.0))
+        assert turn.status_code == 200 and turn.json()["status"] == "succeeded", turn.text
+        assert any(ch.isalpha() for ch in turn.json()["output"]), turn.text
+        # the server generated them and lives on: a crash (and restart) in between would show here
         llm = client.get(f"{api}/ready").json()["services"]["llm"]
 
     chunks = [data for name, data in events if name == "message"]
