@@ -10,8 +10,8 @@ Node ids are any YAML key, so neither language sees one as written. Each node ge
 id (`_drawing_ids`): `n_` and the id with every character outside `[A-Za-z0-9_]` made `_`,
 and a `_2`, `_3`... where two ids would meet (`srv-a` and `srv_a`), so the map is one to one
 and the usual ids stay readable. The id itself is only ever a label, escaped for its
-language: mermaid's entity codes (`#quot;`, `#35;`), dot's HTML-like labels (`&quot;`,
-`&#92;`), which take any character (a quoted dot string cannot end in a backslash).
+language: mermaid's entity codes (`#34;` for `"`), dot's HTML-like labels (`&#34;`), which
+take any character (a quoted dot string cannot end in a backslash).
 """
 
 from __future__ import annotations

@@ -301,15 +301,16 @@ function outputSink() {
 
 function chatSink(turn) {
   let text = "";
+  const end = (status, error) => {
+    const { kept } = turn.end(status, error);
+    if (!kept && !$("chat-input").value) $("chat-input").value = turn.question;
+    return text;
+  };
   return {
     chunk(t) { text += t; turn.append(t); },
     value(output) { text = typeof output === "string" ? output : JSON.stringify(output); turn.append(text); },
-    refused(message) { turn.end("failed", message); },
-    end(status, error) {
-      const { kept } = turn.end(status, error);
-      if (!kept && !$("chat-input").value) $("chat-input").value = turn.question;
-      return text;
-    },
+    refused(message) { end("failed", message); },
+    end,
   };
 }
 

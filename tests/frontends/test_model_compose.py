@@ -134,7 +134,7 @@ def test_graph_cli_prints_the_four_node_chain() -> None:
     out = result.stdout
     assert out.startswith("graph TD")
     for node_type in ("env-setup", "process-start", "http-stream", "sse-sink"):
-        assert f"<i>{node_type}</i>" in out
+        assert f"*{node_type}*" in out
     assert "n_component_install --> n_component" in out
     assert "n_component --> n_job" in out
     assert "n_job ==>|stream| n_job_output" in out

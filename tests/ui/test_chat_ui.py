@@ -92,7 +92,16 @@ def test_a_failed_turn_is_not_sent_again(context, up: UpHandle) -> None:  # type
     assert page.get_attribute("#conversation li[data-role=user]:nth-last-child(2)", "data-status") == "not-sent"
     assert page.input_value("#chat-input") == "echo: this one fails", "the question is back in the box"
     page.fill("#input-fail_status", "")
-    assert send(page, "roles:") == "user assistant user", "the failed turn was left out"
+    # refused before it ran (422 naming the field): the same, and the field is marked
+    page.fill("#chat-input", "echo: refused")
+    page.fill("#input-temperature", "hot")
+    page.press("#chat-input", "Enter")
+    page.wait_for_selector(".field.invalid[data-field=temperature]")
+    assert page.input_value("#chat-input") == "echo: refused"
+    assert page.locator("#conversation li[data-role=assistant][data-status=failed]").count() == 2
+    page.fill("#input-temperature", "")
+    page.fill("#chat-input", "")
+    assert send(page, "roles:") == "user assistant user", "the failed turns were left out"
 
 
 XSS = (
