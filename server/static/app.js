@@ -576,6 +576,7 @@ async function main() {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("run-form").requestSubmit(); }
   });
   $("log-close").addEventListener("click", logPane.close);
+  $("own-log").appendChild(logPane.button("flowctl", "flowctl's own log"));
   $("history-clear").addEventListener("click", runHistory.clear);
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();

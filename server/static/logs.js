@@ -1,5 +1,5 @@
-// The live log pane: one service's log, its last lines and then each new line as it is
-// written, from `GET {base}/services/{node}/logs?tail=N&follow=1` (SSE, one `data:` per
+// The live log pane: one service's log (or flowctl's own, node `flowctl`), its last lines and
+// then each new line as it is written, from `GET {base}/services/{node}/logs?tail=N&follow=1` (SSE, one `data:` per
 // line; `event: rotated` when the file was rotated meanwhile). One pane, one stream: opening
 // another service's log closes the first.
 "use strict";
@@ -72,12 +72,12 @@ const logPane = (() => {
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   }
 
-  function button(node) {
+  function button(node, label) {
     const b = document.createElement("button");
     b.type = "button";
     b.className = "logs link";
     b.dataset.node = node;
-    b.textContent = "logs";
+    b.textContent = label || "logs";
     b.title = "Follow " + node + "'s log";
     b.setAttribute("aria-expanded", current && current.node === node ? "true" : "false");
     b.setAttribute("aria-controls", "logs");

@@ -6,13 +6,15 @@ live log pane per service, and a layout that holds at phone width (420 px)."""
 from __future__ import annotations
 
 import json
+import socket
 import struct
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from support.fake import fake_vllm_argv
 from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
-from support.flows import default_flow_over_fake
+from support.flows import chat_nodes, chat_url, default_flow_over_fake, server_node
 from support.procs import free_port
 
 PHONE = {"width": 420, "height": 900}
@@ -187,26 +189,40 @@ def test_the_runs_of_the_session_are_listed(context, up: UpHandle) -> None:  # t
     assert page.locator("#history > li").count() == 0
 
 
-def test_a_service_log_follows_in_a_pane(context, up: UpHandle) -> None:  # type: ignore[no-untyped-def]
-    """`GET {base}/services/{node}/logs?tail=N&follow=1` (SSE, one `data:` per line), opened
-    from the service's entry. Lines are text, however they look."""
-    requested: list[str] = []
-
-    def logs(route) -> None:  # type: ignore[no-untyped-def]
-        requested.append(route.request.url)
-        body = "data: [llm] first line\n\ndata: <b>not bold</b>\n\ndata: last line\n\n"
-        route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=body)
-
-    context.route("**/api/services/*/logs*", logs)
-    page = open_page(context, up)
-    page.wait_for_selector("#services li[data-node=llm] button.logs")
-    page.click("#services li[data-node=llm] button.logs")
-    page.wait_for_selector("#logs:not([hidden]) #log-lines div:nth-child(3)")
-    assert page.text_content("#log-node") == "llm"
-    assert page.locator("#log-lines div").all_inner_texts() == ["[llm] first line", "<b>not bold</b>", "last line"]
-    assert requested and requested[0].endswith("/api/services/llm/logs?tail=200&follow=1")
-    page.click("#log-close")
-    assert page.is_hidden("#logs")
+def test_a_service_log_follows_in_a_pane(browser, flowctl_up) -> None:  # type: ignore[no-untyped-def]
+    """`GET {base}/services/{node}/logs?tail=N&follow=1`, opened from the service's entry: the
+    last lines, then each new one as the server writes it. A line is text, whatever it holds."""
+    port = free_port()
+    loud = "version: 1\nname: loud\nnodes:\n" + server_node("llm", fake_vllm_argv(port), port) + chat_nodes(chat_url(port), needs="llm")
+    up = flowctl_up(loud)  # the fake logs every request it gets: a new line per request
+    context = browser.new_context()
+    try:
+        page = open_page(context, up, "reply")  # the loud flow's one workflow: its sse-sink's id
+        page.wait_for_selector("#services li[data-node=llm] button.logs")
+        page.click("#services li[data-node=llm] button.logs")
+        page.wait_for_selector("#logs[data-state=following]")
+        assert page.text_content("#log-node") == "llm"
+        lines = page.locator("#log-lines div")
+        page.wait_for_function(f"[...document.querySelectorAll('#log-lines div')].some(d => d.textContent.includes('fake-vllm listening on http://127.0.0.1:{port}'))")
+        before = lines.count()
+        # a request whose target is markup, straight to the server: its log line is text
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /<b>bold</b><img src=x onerror=window.pwned=1> HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.recv(4096)
+        with up.client(timeout=10) as client:
+            client.post("/workflows/reply/runs", json={"input": {"prompt": "hi"}}).raise_for_status()
+        page.wait_for_function("[...document.querySelectorAll('#log-lines div')].some(d => d.textContent.includes('POST /v1/chat/completions'))", timeout=10_000)
+        assert lines.count() > before
+        assert any("GET /<b>bold</b><img src=x onerror=window.pwned=1>" in line for line in lines.all_inner_texts())
+        assert page.locator("#log-lines b, #log-lines img").count() == 0 and page.evaluate("window.pwned") is None
+        # flowctl's own log, from the same pane
+        page.click("#own-log button.logs")
+        page.wait_for_function("document.querySelector('#log-node').textContent === 'flowctl' && [...document.querySelectorAll('#log-lines div')].some(d => d.textContent.startsWith('serving '))")
+        page.click("#log-close")
+        assert page.is_hidden("#logs")
+        assert page.errors == []
+    finally:
+        context.close()
 
 
 # -- phone width --------------------------------------------------------------------------------
