@@ -134,18 +134,7 @@ class WorkflowRun:
             await run.close()
     """
 
-    def __init__(
-        self,
-        flow: CompiledFlow,
-        workflow: CompiledWorkflow,
-        inputs: Mapping[str, Any],
-        *,
-        run_id: str,
-        http: httpx.AsyncClient,
-        service_outputs: Mapping[str, Any],
-        events: bool = False,
-        on_usage: Callable[[TokenUsage], None] | None = None,
-    ) -> None:
+    def __init__(self, flow: CompiledFlow, workflow: CompiledWorkflow, inputs: Mapping[str, Any], *, run_id: str, http: httpx.AsyncClient, service_outputs: Mapping[str, Any], events: bool = False, on_usage: Callable[[TokenUsage], None] | None = None) -> None:
         self.flow = flow
         self.on_usage = on_usage
         self.workflow = workflow

@@ -83,6 +83,17 @@ function sseParser(onEvent) {
   };
 }
 
+// a response's body through `parser`, to its end
+async function readEvents(res, parser) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    parser.feed(value);
+  }
+  parser.feed("\n\n");
+}
+
 // -- workflows ----------------------------------------------------------------------------
 
 async function loadWorkflows() {
@@ -415,13 +426,7 @@ async function readStream(res, run, sink) {
       setStatus("failed", "failed");
     }
   });
-  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    parser.feed(value);
-  }
-  parser.feed("\n\n");
+  await readEvents(res, parser);
   if (!run.status) {
     run.status = "failed";
     run.error = "the stream ended early";

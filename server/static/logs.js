@@ -48,13 +48,7 @@ const logPane = (() => {
         else if (ev.event === "rotated") append(lines, "— the log was rotated —", "marker");
         else if (ev.event === "error") note(ev.data);
       });
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        parser.feed(value);
-      }
-      parser.feed("\n\n");
+      await readEvents(res, parser);
       if (current && current.controller === controller) { $("logs").dataset.state = "ended"; note("The log stream ended."); }
     } catch (e) {
       if (e.name !== "AbortError") { note("Cannot read the log: " + e.message); $("logs").dataset.state = "failed"; }
