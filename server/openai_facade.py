@@ -17,8 +17,9 @@ by its workflow id, or by its `openai.model`. The chat request becomes the run's
 `stream: true` answers with OpenAI's chunk stream: a role delta, one content delta per chunk
 the workflow streams (token for token), a final chunk carrying `finish_reason`, with
 `stream_options: {include_usage: true}` a chunk with `usage` (when the run's upstreams
-reported token counts, see `engine/usage.py`), then `data: [DONE]`. A failure after the stream began is a `data: {"error": {...}}` event (the
-`openai` package raises it as `APIError`) followed by `data: [DONE]`. Otherwise the answer is
+reported token counts, see `engine/usage.py`), then `data: [DONE]`. A failure after the
+stream began is a `data: {"error": {...}}` event (the `openai` package raises it as
+`APIError`) followed by `data: [DONE]`. Otherwise the answer is
 one `chat.completion`. Errors before the run use OpenAI's body
 `{"error": {"message", "type", "param", "code"}}`: 400 for a bad request (including inputs
 that do not cast), 404 for an unknown model, 429 when the workflow's queue is full, 503 when a
@@ -206,10 +207,11 @@ class ChunkEncoder:
 
     DONE = b"data: [DONE]\n\n"
 
-    __slots__ = ("_head", "_prefix", "_suffix")
+    __slots__ = ("_head", "_prefix", "_stem", "_suffix")
 
     def __init__(self, completion_id: str, model: str, created: int) -> None:
-        self._head = f'data: {{"id":{encode_basestring(completion_id)},"object":"chat.completion.chunk","created":{created},"model":{encode_basestring(model)},"choices":[{{"index":0,"delta":'
+        self._stem = f'data: {{"id":{encode_basestring(completion_id)},"object":"chat.completion.chunk","created":{created},"model":{encode_basestring(model)},'
+        self._head = self._stem + '"choices":[{"index":0,"delta":'
         self._prefix = self._head + '{"content":'
         self._suffix = '},"logprobs":null,"finish_reason":null}]}\n\n'
 
@@ -224,8 +226,7 @@ class ChunkEncoder:
 
     def usage(self, usage: TokenUsage) -> bytes:
         """OpenAI's last chunk for `include_usage`: no choices, the run's token counts."""
-        head = self._head[: -len('"choices":[{"index":0,"delta":')]
-        return (head + '"choices":[],"usage":' + json.dumps(usage.as_openai(), separators=(",", ":")) + "}\n\n").encode()
+        return (self._stem + '"choices":[],"usage":' + json.dumps(usage.as_openai(), separators=(",", ":")) + "}\n\n").encode()
 
     @staticmethod
     def error(exc: BaseException) -> bytes:
