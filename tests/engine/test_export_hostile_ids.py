@@ -62,6 +62,7 @@ def test_the_usual_ids_stay_readable(flow) -> None:  # type: ignore[no-untyped-d
     assert ids["end"] == "n_end"
 
 
+@pytest.mark.filterwarnings("ignore:'\\w+' deprecated")  # pydot on pyparsing 3.2's renamed methods, not ours
 def test_dot_parses_with_every_node_and_edge(flow) -> None:  # type: ignore[no-untyped-def]
     text = to_dot(flow)
     [graph] = pydot.graph_from_dot_data(text)
