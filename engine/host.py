@@ -234,7 +234,7 @@ class FlowHost:
                             raise engine.named(exc) from exc
                 finally:
                     await engine.close()
-            self.supervisor.check_lived(lives)
+            await self.supervisor.check_lived(lives)
             ended = (RunStatus.SUCCEEDED, None)
         except asyncio.CancelledError:
             absorbed = record.absorb_cancel()

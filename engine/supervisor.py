@@ -72,9 +72,15 @@ class Supervisor:
         (a stream whose end is the connection's end cannot tell a crash from a finish)."""
         return {node_id: (self._nodes[node_id].status.pid, self._nodes[node_id].status.restarts) for node_id in node_ids if node_id in self._nodes}
 
-    def check_lived(self, lives: dict[str, tuple[int | None, int]]) -> None:
+    async def check_lived(self, lives: dict[str, tuple[int | None, int]], settle: float = 2.0) -> None:
         """Raise ServiceError if a service of `lives` went down (or was restarted) since: a
-        run that read from it may have been cut short even though every node ended cleanly."""
+        run that read from it may have been cut short even though every node ended cleanly.
+        A service whose process has begun to exit gets up to `settle` seconds for its exit to
+        land first: a dying server's sockets close (so the run may end looking whole) before
+        its exit can be seen."""
+        dying = [service for node_id in lives if (service := self._nodes.get(node_id)) is not None and service.exiting()]
+        if dying:
+            await asyncio.gather(*(service.exited_within(settle) for service in dying), return_exceptions=True)
         lost = self.lost_since(lives)
         if lost:
             node, reason = next(iter(lost.items()))

@@ -236,6 +236,10 @@ class ServiceNode(Protocol):
         break and wants to know whether it died (its exit is seen a moment after its
         sockets close)."""
 
+    def exiting(self) -> bool:
+        """True while the service's process has begun to exit but its exit is not recorded
+        yet (it still looks up); False for a service without a process."""
+
 
 class Resolver(Protocol):
     def __call__(self, field: str, extra: Mapping[str, Any] | None = None) -> Any:

@@ -138,6 +138,9 @@ class EnvSetupNode:
     async def exited_within(self, timeout: float) -> bool:
         return False  # a finished setup has no process that could die
 
+    def exiting(self) -> bool:
+        return False
+
     async def stop(self) -> None:
         """Nothing runs between setups (a setup in progress is cancelled by its caller); the
         lease on the environment goes."""

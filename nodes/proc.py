@@ -12,8 +12,8 @@ anyway (process groups, `setsid`, a watchdog holding a pipe), the watchdog must 
 dependency-free script, and these readers are a few lines each.
 
     >>> import os
-    >>> alive(os.getpid()), start_ticks(os.getpid()) is not None
-    (True, True)
+    >>> alive(os.getpid()), start_ticks(os.getpid()) is not None, exiting(os.getpid())
+    (True, True, False)
 """
 
 from __future__ import annotations
@@ -69,6 +69,23 @@ def alive(pid: int) -> bool:
         return True
     fields = _stat_fields(pid)
     return fields is None or fields[0] != b"Z"
+
+
+#: the kernel's "this task has begun to exit" flag (`PF_EXITING`, field 9 of /proc/PID/stat)
+_PF_EXITING = 0x4
+
+
+def exiting(pid: int) -> bool:
+    """True once `pid` has begun to exit: the kernel closes a dying process's sockets (its
+    clients see the connection end) before its exit can be waited for, and meanwhile the
+    task carries `PF_EXITING`. False when it runs, is unknown, or there is no /proc."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 7:
+        return False
+    try:
+        return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_EXITING)
+    except ValueError:
+        return False
 
 
 def group_members(pgid: int) -> list[int]:

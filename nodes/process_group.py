@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from .proc import exiting as proc_exiting
 from .proc import group_alive, group_members
 
 # The watchdog runs with `python -I -S`: no site, no environment, starts in a few ms (and so
@@ -272,6 +273,11 @@ class ProcessGroup:
         if info.si_code == os.CLD_EXITED:
             return info.si_status
         return -info.si_status
+
+    def exiting(self) -> bool:
+        """True once the leader has begun to exit (or has exited), though asyncio may not
+        have seen it yet."""
+        return self.peek_exit() is not False or proc_exiting(self.pid)
 
     def group_alive(self) -> bool:
         """True while any member of the group, the leader included, is alive (not a zombie)."""

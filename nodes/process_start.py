@@ -153,6 +153,10 @@ class ProcessStartNode:
             return exited is None
         return True
 
+    def exiting(self) -> bool:
+        group = self._group
+        return group is not None and self._status.state is ServiceState.READY and group.exiting()
+
     async def stop(self) -> None:
         self._stopping = True
         watcher, self._watcher = self._watcher, None
