@@ -24,8 +24,8 @@ from .templating.ast import STREAM_TYPES
 
 #: what a template may read, by the kind of node it is in: services start before any run
 _KIND_SOURCES = {NodeKind.SERVICE: frozenset({"env", "nodes"}), NodeKind.RUN: frozenset({"env", "nodes", "input", "run"})}
-#: what a map's per-item node reads besides
-_ITEM_SOURCES = frozenset({"item", "index"})
+#: what the node inside a map (`${item}`, `${index}`) or a loop (`${loop...}`) reads besides
+_INNER_SOURCES = {"item": "a map's per-item `node:`", "index": "a map's per-item `node:`", "loop": "a loop's `node:`"}
 
 
 def compile_flow(located: LocatedSpec) -> CompiledFlow:
@@ -66,8 +66,9 @@ class _Compiler:
 
     # -- nodes -------------------------------------------------------------------------------
 
-    def _compile_node(self, node_id: str, *, routed_by: tuple[str, ...] = (), spec: NodeSpecBase | None = None, at: tuple[Any, ...] | None = None, inner: bool = False) -> CompiledNode:
-        """Parse a node's templates and find what it reads. `inner`: a map's per-item node
+    def _compile_node(self, node_id: str, *, routed_by: tuple[str, ...] = (), spec: NodeSpecBase | None = None, at: tuple[Any, ...] | None = None, inner: frozenset[str] = frozenset()) -> CompiledNode:
+        """Parse a node's templates and find what it reads. `inner`: for a map's per-item node
+        or a loop's body, the sources its owner gives it (`at` is where it is written); its
         (`at` is where it is written), whose references count as the map's."""
         spec = spec if spec is not None else self.spec.nodes[node_id]
         at = at if at is not None else ("nodes", node_id)
@@ -80,7 +81,7 @@ class _Compiler:
                 fields[name] = compile_value(value)
             except TemplateError as exc:
                 inner_path = getattr(exc, "value_path", ())
-                self.error(f"bad template in node '{node_id}': {exc.message}", (*at, name, *inner_path), hint=exc.hint)
+                self.error(f"bad template in node '{node_id}': {exc.message}", (*at, _key(spec, name), *inner_path), hint=exc.hint)
         upstream: list[str] = []
         stream_inputs: set[str] = set()
         defaulted: dict[str, bool] = {}  # target -> every reference to it has a default
@@ -96,7 +97,7 @@ class _Compiler:
                 defaulted[router] = False
         for name, compiled in fields.items():
             for ref in compiled.references:
-                path = (*at, name)
+                path = (*at, _key(spec, name))
                 self._check_source(node_id, spec, name, ref, path, inner=inner)
                 if ref.source != "nodes":
                     continue
@@ -120,7 +121,7 @@ class _Compiler:
                     elif name in getattr(spec, "condition_fields", ()):
                         self.error(f"'{ref.dotted}': a condition cannot read a stream", path, hint="read it `as text`")
                     elif inner:
-                        self.error(f"'{ref.dotted}': a map's per-item node cannot read a stream (it would be read once per item)", path, hint="read it `as text`")
+                        self.error(f"'{ref.dotted}': a node run per item or per iteration cannot read a stream (it would be read more than once)", path, hint="read it `as text`")
                     else:
                         stream_inputs.add(target)
         inner_node = self._compile_inner(node_id, spec, at)
@@ -142,11 +143,11 @@ class _Compiler:
             return None
         where = (*at, field)
         if inner_spec.kind is NodeKind.SERVICE or not getattr(inner_spec, "mappable", False):
-            self.error(f"a '{inner_spec.type}' node cannot run per item", (*where, "type"), hint="use value, command or http-stream")
+            self.error(f"a '{inner_spec.type}' node cannot run inside a map or a loop", (*where, "type"), hint="use value, command or http-stream")
             return None
         if getattr(inner_spec, "fallback", None):
             self.error("a per-item node has no `fallback:`", (*where, "fallback"), key=True, hint="give the map node itself a `fallback:`")
-        return self._compile_node(f"{node_id}[]", spec=inner_spec, at=where, inner=True)
+        return self._compile_node(f"{node_id}[]", spec=inner_spec, at=where, inner=getattr(spec, "inner_sources", frozenset()))
 
     def _routes(self) -> dict[str, list[str]]:
         """target -> the switches that name it, checking each target is a per-run node."""
@@ -189,13 +190,13 @@ class _Compiler:
             if nodes[fallback].routed_by:
                 self.error(f"fallback node '{fallback}' is also a switch target", ("nodes", fallback), key=True)
 
-    def _check_source(self, node_id: str, spec: NodeSpecBase, field: str, ref: Reference, path: tuple[Any, ...], *, inner: bool = False) -> None:
+    def _check_source(self, node_id: str, spec: NodeSpecBase, field: str, ref: Reference, path: tuple[Any, ...], *, inner: frozenset[str] = frozenset()) -> None:
         kind = spec.kind
-        if ref.source in _KIND_SOURCES[kind] or ref.source in spec.field_sources.get(field, ()) or (inner and ref.source in _ITEM_SOURCES):
+        if ref.source in _KIND_SOURCES[kind] or ref.source in spec.field_sources.get(field, ()) or ref.source in inner:
             return
-        owners = [f"{_article(name)} {name} node's `{f}:`" for name, (cls, _) in NODE_TYPES.items() for f, sources in cls.field_sources.items() if ref.source in sources]
-        if ref.source in _ITEM_SOURCES:
-            owners.insert(0, "a map's per-item `node:`")
+        owners = [f"{_article(name)} {name} node's `{_key(cls, f)}:`" for name, (cls, _) in NODE_TYPES.items() for f, sources in cls.field_sources.items() if ref.source in sources]
+        if ref.source in _INNER_SOURCES:
+            owners.insert(0, _INNER_SOURCES[ref.source])
         if kind is NodeKind.SERVICE and ref.source in _KIND_SOURCES[NodeKind.RUN]:
             self.error(f"'{ref.dotted}' cannot be used in service node '{node_id}': services start before any run", path, hint="move per-run values into a per-run node")
         elif owners:
@@ -446,6 +447,12 @@ def _condition_text(condition: Any) -> str:
     import json
 
     return json.dumps(condition, separators=(", ", ": "), ensure_ascii=False, default=str)
+
+
+def _key(spec: NodeSpecBase | type[NodeSpecBase], field: str) -> str:
+    """How a spec field is written in the flow (`while_` is `while:`)."""
+    info = (spec if isinstance(spec, type) else type(spec)).model_fields.get(field)
+    return info.alias if info is not None and info.alias else field
 
 
 def _article(word: str) -> str:

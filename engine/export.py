@@ -1,8 +1,8 @@
 """Draw a compiled flow: mermaid (default), JSON (node-link) or Graphviz dot.
 
 What the drawing shows beyond nodes and edges: service nodes as boxes with double sides, a
-switch as a diamond with each edge labelled by the case that takes it, a map as a hexagon
-naming its per-item node type, a node's `when:` under its name, streams as thick edges, a
+switch as a diamond with each edge labelled by the case that takes it, a map or a loop as a
+hexagon naming the node type it runs, a node's `when:` under its name, streams as thick edges, a
 fallback as a dotted edge. Mermaid output's second line is a `%% flowctl-ids {...}` comment
 mapping node ids to the ids in the drawing (the web UI colours nodes live through it).
 
@@ -87,7 +87,9 @@ def _shape(data: dict[str, Any]) -> str:
 
 
 def _subtitle(data: dict[str, Any]) -> str:
-    return f"map: each {data['each']}" if data.get("each") else str(data["type"])
+    if not data.get("each"):
+        return str(data["type"])
+    return f"loop: repeat {data['each']}" if data["type"] == "loop" else f"map: each {data['each']}"
 
 
 def _edge_label(data: dict[str, Any]) -> str | None:

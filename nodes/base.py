@@ -91,8 +91,10 @@ class RunNodeSpec(NodeSpecBase):
     #: the field (if any) whose whole value, when it is one `${... as stream/...}`, the node
     #: forwards chunk for chunk unchanged: the scheduler may then hand that stream on itself
     forwards: ClassVar[str | None] = None
-    #: the field (if any) holding a per-item node spec (a map's `node:`)
+    #: the field (if any) holding a per-item node spec (a map's `node:`, a loop's body)
     inner_field: ClassVar[str | None] = None
+    #: template sources that node reads besides its kind's (a map's `${item}`, `${index}`)
+    inner_sources: ClassVar[frozenset[str]] = frozenset({"item", "index"})
     #: fields that are conditions (read as truth values, never streams)
     condition_fields: ClassVar[tuple[str, ...]] = ("when",)
 
@@ -264,7 +266,7 @@ class RunContext:
     report: Callable[..., None] = field(default=lambda state, **details: None)
     #: a switch names the nodes it routes to (the rest of its targets are skipped)
     choose: Callable[[Sequence[str]], None] = field(default=lambda targets: None)
-    #: a map runs its per-item node: `await run_item({"item": x, "index": i})` -> its output
+    #: a map (or loop) runs its inner node: `await run_item({"item": x, "index": i})` -> its output
     run_item: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None
     #: a node whose upstream reported token counts (OpenAI's `usage`) says so, once, at its end
     usage: Callable[[TokenUsage], None] = field(default=lambda usage: None)

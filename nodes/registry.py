@@ -18,6 +18,7 @@ from .base import NodeSpecBase, RunNode, ServiceNode
 from .command import CommandNode, CommandSpec
 from .env_setup import EnvSetupNode, EnvSetupSpec
 from .http_stream import HttpStreamNode, HttpStreamSpec
+from .loop import LoopNode, LoopSpec
 from .map import MapNode, MapSpec
 from .process_start import ProcessStartNode, ProcessStartSpec
 from .sse_sink import SseSinkNode, SseSinkSpec
@@ -34,6 +35,7 @@ _TYPES: tuple[tuple[type[NodeSpecBase], type[Any]], ...] = (
     (CommandSpec, CommandNode),
     (SwitchSpec, SwitchNode),
     (MapSpec, MapNode),
+    (LoopSpec, LoopNode),
 )
 
 NODE_TYPES: dict[str, tuple[type[NodeSpecBase], type[Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}
@@ -43,8 +45,10 @@ if TYPE_CHECKING:
 else:
     #: any node's spec, told apart by `type:` (what FlowSpec's `nodes:` holds)
     NodeSpec = Annotated[Union[tuple(spec for spec, _ in _TYPES)], Field(discriminator="type")]  # noqa: UP007
-    # a map's per-item node is any node spec: resolve its forward reference now the union exists
+    # a map's per-item node and a loop's body are any node spec: resolve their forward
+    # references now the union exists
     MapSpec.model_rebuild(_types_namespace={"NodeSpec": NodeSpec})
+    LoopSpec.model_rebuild(_types_namespace={"NodeSpec": NodeSpec})
 
 
 def spec_class(type_name: str) -> type[NodeSpecBase]:

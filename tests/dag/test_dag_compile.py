@@ -99,7 +99,7 @@ def test_the_plan_of_a_fan_out_fan_in() -> None:
               each: {type: map, items: [1], node: {type: sse-sink, source: x}}
             workflows: {w: {output: each}}
             """,
-            "a 'sse-sink' node cannot run per item",
+            "a 'sse-sink' node cannot run inside a map or a loop",
         ),
         (
             """\
