@@ -100,27 +100,34 @@ def _resilience(wl: WorkflowLowering, job: Job, node: dict[str, Any], fields: di
     return True
 
 
-def inline_component_node(wl: WorkflowLowering, parent: Job, data: dict[str, Any], path: PathKey) -> dict[str, Any] | None:
-    """The node a for-each runs per item: its `do:` job, reading `${item}` (its input when it
-    gives none). The map yields that node's output per item."""
+def inline_component_node(wl: WorkflowLowering, parent: Job, data: dict[str, Any], path: PathKey, *, default_input: str = "${item}",
+                          scope: dict[tuple[Any, ...], Any] | None = None) -> dict[str, Any] | None:
+    """The node a for-each runs per item (or a loop per iteration): its `do:` job, reading
+    `default_input` when it gives no `input:`, and `scope` (what `${input}` and `${output}`
+    mean inside a loop) in the one it gives. The map (loop) yields that node's output."""
+    what = f"a {parent.type} `do:` job"
     if data.get("type", "component") != "component":
-        wl.error(f"a for-each `do:` job of type '{data['type']}' is not supported by flowctl", (*path, "type"), hint="call a component")
+        wl.error(f"{what} of type '{data['type']}' is not supported by flowctl", (*path, "type"), hint="call a component")
         return None
     keys.check_keys(data, path, keys.JOB, "in do", wl.lw.errors, wl.lw.doc.locate)
     for key in ("depends_on", "id"):
         if key in data:
-            wl.error(f"`{key}:` has no meaning in a for-each `do:` job", (*path, key), key=True)
+            wl.error(f"`{key}:` has no meaning in {what}", (*path, key), key=True)
             return None
-    inner = Job(f"{parent.id}.do", path, data, "component", f"{parent.node}-item")
-    built = _lower(wl, inner, "${item}", needs=False)
+    inner = Job(f"{parent.id}.do", path, data, "component", f"{parent.node}-{'item' if parent.type == 'for-each' else 'body'}")
+    built = _lower(wl, inner, default_input, needs=False, scope=scope)
     if built is None:
         return None
     node, _, _ = built
+    if node["type"] == "command" and inner.value == f"${{nodes.{inner.node}.output as json}}":
+        node["stdout"] = "json"  # `${result.stdout as json}`: the command parses its own stdout
+        inner.value = f"${{nodes.{inner.node}.output}}"
     if inner.value != f"${{nodes.{inner.node}.output}}" and not (node["type"] == "command" and _reads_stdout_only(inner.value, inner.node)):
-        wl.error("a for-each `do:` job returns its action's result as it is in flowctl", (*path, "output") if "output" in data else path,
-                 hint="reshape the list in the for-each job's own `output:`")
+        wl.error(f"{what} returns its action's result as it is in flowctl", (*path, "output") if "output" in data else path,
+                 hint=f"reshape it in the {parent.type} job's own `output:`")
         return None
-    node.pop("needs", None)
+    if not node.get("needs"):
+        node.pop("needs", None)
     return node
 
 
@@ -129,7 +136,7 @@ def _reads_stdout_only(value: Any, node: str) -> bool:
     return bool(value == stdout or value == {"stdout": stdout, "exit_code": 0})
 
 
-def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = True) -> Built | None:
+def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = True, scope: dict[tuple[Any, ...], Any] | None = None) -> Built | None:
     component = _component(wl, job)
     if component is None or component["type"] is None:
         return None  # reported here, or where the component is written
@@ -142,12 +149,14 @@ def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = 
     if job_input is None:
         bound_input: Any = default_input
     elif _is_whole_input(job_input):
-        bound_input = "${input}"
+        bound_input = (scope or {}).get(("input",), "${input}")
     else:
-        bound_input = wl.bind(job_input, in_path)
+        bound_input = wl.bind(job_input, in_path, scope)
         if bound_input is None or not wl.check_native(bound_input, in_path, ("item", "index")):
             return None
-    upstream = [*component["needs"], *wl.needs_of(job)] if needs else []
+    # a for-each or loop body waits on nothing of its own but the component's service (its
+    # owner waits on the jobs); the owner takes that over as its own upstream
+    upstream = [*component["needs"], *(wl.needs_of(job) if needs else [])]
     if component["type"] == "shell":
         return _command(wl, job, component, action_path, spec, bound_input, upstream)
     return _request(wl, job, component, action_path, spec, bound_input, upstream)
@@ -332,7 +341,7 @@ def _argv_is_safe(wl: WorkflowLowering, argv: list[str], command_path: PathKey) 
     index = argv.index(flag, 1) + 1
     if index >= len(argv):
         return True
-    runtime = [ref for ref in references_in(argv[index]) if ref.source in ("input", "nodes", "run")]
+    runtime = [ref for ref in references_in(argv[index]) if ref.source in ("input", "nodes", "run", "item", "index", "loop")]
     if not runtime:
         return True
     wl.error(f"'{runtime[0].dotted}' would become part of the code `{program} {flag}` runs: a value from a request must never be parsed as code",

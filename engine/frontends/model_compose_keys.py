@@ -162,13 +162,14 @@ FILTER_WHERE = Section(supported=frozenset({"input", "operator", "value", "all",
 
 FOR_EACH_JOB = Section(_JOB_COMMON.supported | {"input", "do", "batch_size", "output"}, _JOB_COMMON.unsupported, {**_JOB_COMMON.noop, "streaming": (False,)})
 
+LOOP_JOB = _JOB_COMMON.with_keys(supported={"input", "do", "while", "until", "max_iteration_count", "output"})
+
 DELAY_JOB = _JOB_COMMON.with_keys(supported={"mode", "duration", "output"}, unsupported={"time", "timezone"})
 
 #: job types flowctl lowers, by `type:`; the rest are reported with `JOB_TYPE_HINTS`
 JOB_TYPES = {"component": JOB, "if": IF_JOB, "switch": SWITCH_JOB, "random-router": RANDOM_ROUTER_JOB,
-             "filter": FILTER_JOB, "for-each": FOR_EACH_JOB, "delay": DELAY_JOB}  # fmt: skip
+             "filter": FILTER_JOB, "for-each": FOR_EACH_JOB, "delay": DELAY_JOB, "loop": LOOP_JOB}  # fmt: skip
 JOB_TYPE_HINTS = {
-    "loop": "flowctl runs each run's graph once: write the iterations as a `for-each` over a list, or loop in a command",
     "pipeline": "write the steps as jobs chained with `depends_on`",
     "accumulate": "collect with a `for-each` job, or loop in a command",
     "fan-out": "write one job per branch: jobs without a dependency between them run at the same time",

@@ -8,6 +8,11 @@
     for-each       →  map node whose per-item node is the `do:` job's request or command;
                       `batch_size` is the number of items in flight (default 1)
     delay          →  value node with `delay:` seconds
+    loop           →  loop node whose body is the `do:` job's request or command; `while` /
+                      `until` (the `where` tree of a filter) → `while:` / `until:`,
+                      `max_iteration_count` → `max_iterations`; inside the loop `${input}` is
+                      `${loop.input}`, and `${output}` is `${loop.previous}` in `do:` and
+                      `${loop.output}` in the condition
 
 A job a router names runs only when the router chooses it (the switch skips the others, and
 what depends only on skipped jobs is skipped too). model-compose's condition operators map to
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
 
 
 def lower_routing_job(wl: WorkflowLowering, job: Job) -> None:
-    lower = {"if": _if, "switch": _switch, "random-router": _random, "filter": _filter, "for-each": _for_each, "delay": _delay}[job.type]
+    lower = {"if": _if, "switch": _switch, "random-router": _random, "filter": _filter, "for-each": _for_each, "delay": _delay, "loop": _loop}[job.type]
     lower(wl, job)
 
 
@@ -148,9 +153,10 @@ def _random(wl: WorkflowLowering, job: Job) -> None:
     _switch_node(wl, job, {"mode": "random", "cases": cases})
 
 
-def _where(wl: WorkflowLowering, where: Any, path: PathKey) -> Any:
+def _where(wl: WorkflowLowering, where: Any, path: PathKey, scope: dict[tuple[Any, ...], Any] | None = None) -> Any:
     """model-compose's `where` tree (`input`/`operator`/`value`, `all`/`any`/`not`) as a
-    flowctl condition; a leaf without `input` compares the item itself."""
+    flowctl condition; a leaf without `input` compares the item itself. `scope`: what
+    model-compose names mean where the tree is read (a loop's `${output}`)."""
     if not isinstance(where, dict):
         wl.error("`where` must be a mapping", path)
         return None
@@ -161,23 +167,23 @@ def _where(wl: WorkflowLowering, where: Any, path: PathKey) -> Any:
             if not isinstance(items, list):
                 wl.error(f"`{combinator}` must be a list of conditions", (*path, combinator))
                 return None
-            parts = [_where(wl, item, (*path, combinator, index)) for index, item in enumerate(items)]
+            parts = [_where(wl, item, (*path, combinator, index), scope) for index, item in enumerate(items)]
             return None if any(part is None for part in parts) else {combinator: parts}
     if "not" in where:
-        inner = _where(wl, where["not"], (*path, "not"))
+        inner = _where(wl, where["not"], (*path, "not"), scope)
         return None if inner is None else {"not": inner}
     op = _operator(wl, where.get("operator"), (*path, "operator"))
-    value = wl.bind(where.get("value"), (*path, "value"))
+    value = wl.bind(where.get("value"), (*path, "value"), scope)
     if op is None:
         return None
     test: dict[str, Any] = {op: value}
     if "input" in where:
-        test["value"] = wl.bind(where["input"], (*path, "input"))
+        test["value"] = wl.bind(where["input"], (*path, "input"), scope)
     return test
 
 
 def _list_job_output(wl: WorkflowLowering, job: Job) -> None:
-    """A list job's value: the map's output, reshaped by the job's `output:` when written."""
+    """A list or loop job's value: its node's output, reshaped by the job's `output:` when written."""
     whole = f"${{nodes.{job.node}.output}}"
     written = job.data.get("output")
     if written is None:
@@ -221,6 +227,45 @@ def _for_each(wl: WorkflowLowering, job: Job) -> None:
         return
     node = {"type": "map", "needs": wl.needs_of(job), "items": items, "concurrency": batch, "max_items": 100000, "node": inner}
     wl.lw.add_node(job.node, node, job.path, {"items": (*job.path, "input"), "node": (*job.path, "do"), "concurrency": (*job.path, "batch_size")})
+    _list_job_output(wl, job)
+
+
+#: what model-compose's names mean inside a loop (`LoopJob._run_iteration`): `${input}` is the
+#: loop's input throughout; `${output}` the previous iteration's output in `do:` (null on the
+#: first), the iteration just run in the condition
+_LOOP_BODY = {("input",): "${loop.input}", ("output",): "${loop.previous}"}
+_LOOP_CONDITION = {("input",): "${loop.input}", ("output",): "${loop.output}"}
+
+
+def _loop(wl: WorkflowLowering, job: Job) -> None:
+    from .model_compose_calls import inline_component_node
+
+    data, path = job.data, job.path
+    written = [key for key in ("while", "until") if data.get(key) is not None]
+    if len(written) != 1:
+        wl.error("a loop needs exactly one of `while:` and `until:`", (*path, written[1]) if written else path, key=True)
+        return
+    cap = data.get("max_iteration_count", 100)
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 10_000:
+        wl.error("`max_iteration_count` must be a whole number from 1 to 10000", (*path, "max_iteration_count"))
+        return
+    do = data.get("do")
+    if not isinstance(do, dict):
+        wl.error("`do:` must be the job to run each iteration", (*path, "do") if "do" in data else path, key="do" not in data)
+        return
+    initial = None
+    if data.get("input") is not None:
+        initial = wl.bind(data["input"], (*path, "input"))
+        if initial is None or not wl.check_native(initial, (*path, "input")):
+            return
+    # without its own `input:`, `do:` gets the previous output (the loop's input at first)
+    body = inline_component_node(wl, job, do, (*path, "do"), default_input="${loop.previous | ${loop.input}}", scope=_LOOP_BODY)
+    condition = _where(wl, data[written[0]], (*path, written[0]), _LOOP_CONDITION)
+    if body is None or condition is None or not wl.check_native(condition, (*path, written[0])):
+        return
+    node = {"type": "loop", "needs": wl.needs_of(job), "input": initial, "node": body, written[0]: condition, "max_iterations": cap}
+    wl.lw.add_node(job.node, node, path, {"input": (*path, "input"), "node": (*path, "do"), written[0]: (*path, written[0]),
+                                          "max_iterations": (*path, "max_iteration_count")})
     _list_job_output(wl, job)
 
 

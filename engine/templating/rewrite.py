@@ -227,6 +227,10 @@ def _join(outer: Reference, inner: Reference, remaining: tuple[Step, ...]) -> Re
         default = outer.default
     elif not remaining:
         default = inner.default
+    elif isinstance(inner.default, Reference):
+        # `${a | ${b}}` read at `.x` is `${a.x | ${b.x}}`: the fallback is the same kind of value
+        moved = replace(inner.default, path=inner.default.path + remaining)
+        default = replace(moved, text=unparse(moved))
     else:
         default = NO_DEFAULT
     annotations = inner.annotations + tuple(a for a in outer.annotations if a not in inner.annotations)

@@ -11,40 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+from support.model_compose import assert_error_at, errors_of, line_of, spec_of
 from support.paths import FAKE_VLLM, PYTHON, TESTS_DIR
 from support.procs import free_port
 
-from flowctl.engine.errors import FlowError
 from flowctl.engine.flow import load_flow_text
-from flowctl.engine.frontends import to_flow_spec
-from flowctl.engine.loader import load_text
 from flowctl.nodes.sse_parser import iter_sse_events
 
 ECHO_HTTP = TESTS_DIR / "servers" / "echo_http.py"
-
-
-def spec_of(text: str) -> Any:
-    return to_flow_spec(load_text(text, "flow.yml")).spec
-
-
-def errors_of(text: str) -> list[FlowError]:
-    with pytest.raises(FlowError) as caught:
-        load_flow_text(text, "flow.yml")
-    return list(getattr(caught.value, "errors", [caught.value]))
-
-
-def line_of(text: str, marker: str) -> int:
-    return next(number for number, line in enumerate(text.splitlines(), 1) if marker in line)
-
-
-def assert_error_at(text: str, marker: str, message: str, hint: str | None = None) -> FlowError:
-    errors = errors_of(text)
-    found = [e for e in errors if message in e.message]
-    assert found, "\n".join(map(str, errors))
-    assert found[0].location is not None and found[0].location.line == line_of(text, marker), "\n".join(map(str, errors))
-    if hint is not None:
-        assert hint in (found[0].hint or ""), str(found[0])
-    return found[0]
 
 
 CLIENTS = """\
@@ -182,7 +156,7 @@ workflow:
         (("      input: ${input}\n", "      input: ${input}\n      interrupt: {before: true}\n"), "interrupt:", "model-compose key 'interrupt' is not supported", None),
         (("type: http-client\n    action:\n      endpoint", "type: http-client\n    action:\n      method: POST\n      headers: {Content-Type: multipart/form-data}\n      endpoint"),
          "multipart/form-data", "multipart/form-data upload is not supported", None),
-        (("      input: ${input}\n", "      input: ${input}\n      type: loop\n"), "type: loop", "job type 'loop' is not supported", "for-each"),
+        (("      input: ${input}\n", "      input: ${input}\n      type: pipeline\n"), "type: pipeline", "job type 'pipeline' is not supported", "depends_on"),
     ],
 )
 def test_errors_point_into_the_file(edit: tuple[str, str], marker: str, message: str, hint: str | None) -> None:

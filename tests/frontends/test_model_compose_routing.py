@@ -6,44 +6,17 @@ the echo stand-in)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.model_compose import run, spec_of
 from support.paths import PYTHON, TESTS_DIR
 from support.procs import free_port
 
 from flowctl.engine.errors import FlowError
 from flowctl.engine.flow import load_flow_text
-from flowctl.engine.frontends import to_flow_spec
-from flowctl.engine.loader import load_text
 
-FLOWCTL = str(Path(sys.executable).with_name("flowctl"))
 ECHO_HTTP = TESTS_DIR / "servers" / "echo_http.py"
-
-
-def spec_of(text: str) -> Any:
-    return to_flow_spec(load_text(text, "flow.yml")).spec
-
-
-def run(tmp_path: Path, text: str, *inputs: str, workflow: str | None = None, env: dict[str, str] | None = None) -> Any:
-    """`flowctl run` the flow; its printed output, parsed when it is JSON."""
-    path = tmp_path / "model-compose.yml"
-    path.write_text(text)
-    argv = [FLOWCTL, "run", str(path), *[arg for value in inputs for arg in ("-i", value)]]
-    if workflow:
-        argv += ["--workflow", workflow]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env={**os.environ, "FLOWCTL_HOME": str(tmp_path / "home"), **(env or {})})
-    assert result.returncode == 0, result.stderr
-    out = result.stdout.strip()
-    try:
-        return json.loads(out)
-    except ValueError:
-        return out
 
 
 GRADES = """\
