@@ -50,6 +50,7 @@ from ..engine.templating import MISSING, path_walker
 from ..engine.usage import TokenUsage
 from .base import Chunks, RunContext, RunNodeSpec
 from .deadline import WaitDeadline
+from .http_form import BodyFormat, FormValueError, body_format, media_fields, multipart, urlencoded, without_content_type
 from .http_url import redact_url, render_url
 from .sse_parser import LineSplitter, SseDataSplitter
 
@@ -109,8 +110,12 @@ class HttpStreamSpec(RunNodeSpec):
     url: str
     headers: dict[str, Any] = {}
     params: dict[str, Any] = {}
-    #: a mapping or list is sent as JSON; a string as is
+    #: a mapping or list is sent as JSON; a string as is (see `body_format`)
     body: Any = None
+    #: `json`, `text`, `form` (application/x-www-form-urlencoded) or `multipart`
+    #: (multipart/form-data: media values become file parts, see `http_form`); default: the
+    #: one the Content-Type header names, else JSON for a mapping or list and text for text
+    body_format: BodyFormat | None = None
     #: how the body is read: `json`/`text` chunks of an SSE (or newline-delimited) stream,
     #: or null for one whole (non-streamed) body
     stream_format: Literal["json", "text"] | None = "json"
@@ -252,10 +257,21 @@ class HttpStreamNode:
         params = ctx.resolve("params") or None
         body = ctx.resolve("body")
         content: dict[str, Any] = {}
-        if isinstance(body, (dict, list)):
-            content["json"] = body
-        elif body is not None:
-            content["content"] = str(body)
+        kind = body_format(spec.body_format, headers)
+        try:
+            if body is None:
+                pass
+            elif kind in ("multipart", "form"):
+                encoded = multipart(body, media_fields(ctx.fields.get("body"))) if kind == "multipart" else urlencoded(body)
+                content_type, content["content"] = encoded
+                headers = {**without_content_type(headers), "Content-Type": content_type}
+            elif kind == "json" or (kind is None and isinstance(body, (dict, list))):
+                content["json"] = body
+            else:
+                content["content"] = body if isinstance(body, str) else json.dumps(body)
+        except FormValueError as exc:
+            where = ("body", exc.field) if exc.field else ("body",)
+            raise _rejected(ctx, where, f"{'.'.join(where)} {exc}" if exc.field else str(exc)) from None
         timeout = httpx.Timeout(connect=spec.timeout.connect, read=None, write=spec.timeout.connect, pool=spec.timeout.connect)
         try:
             return ctx.http.build_request(method, url, headers=headers, params=params, timeout=timeout, **content)

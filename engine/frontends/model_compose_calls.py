@@ -177,12 +177,9 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     for key, value, path in (("url", url, url_origin), ("method", spec.get("method", "POST"), (*action_path, "method"))):
         node[key] = wl.bind(value, path, given)
         ok = ok and node[key] is not None and wl.check_native(node[key], path)
+    # a Content-Type of multipart/form-data or x-www-form-urlencoded makes the node send that
+    # form (http-stream's `body_format`), as model-compose's http client does
     headers = _headers(wl, component, action_path, spec, fields)
-    for name, value in headers.items():
-        if name.lower() == "content-type" and isinstance(value, str) and value.strip().lower().startswith("multipart/"):
-            wl.error("a multipart/form-data upload is not supported by flowctl yet: it sends a JSON or text body", fields[("headers", name)],
-                     hint="call an endpoint that takes JSON (a media value is base64 text or a URL), or upload from a shell component's command")
-            return None
     if headers:
         node["headers"] = {}
         for name, value in headers.items():

@@ -154,8 +154,6 @@ workflow:
          "job id 'quote' is used twice", None),
         (("component: speaker", "component: speakr"), "component: speakr", "unknown component 'speakr'", "did you mean 'speaker'?"),
         (("      input: ${input}\n", "      input: ${input}\n      interrupt: {before: true}\n"), "interrupt:", "model-compose key 'interrupt' is not supported", None),
-        (("type: http-client\n    action:\n      endpoint", "type: http-client\n    action:\n      method: POST\n      headers: {Content-Type: multipart/form-data}\n      endpoint"),
-         "multipart/form-data", "multipart/form-data upload is not supported", None),
         (("      input: ${input}\n", "      input: ${input}\n      type: pipeline\n"), "type: pipeline", "job type 'pipeline' is not supported", "depends_on"),
     ],
 )

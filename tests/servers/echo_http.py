@@ -22,6 +22,9 @@ component calls. Standard library only, so a flow can start it with `manage.star
                        ``application/x-www-form-urlencoded``: ``{"content_type", "fields":
                        {name: text}, "files": {name: {"filename", "content_type", "size",
                        "sha256"}}}``; a 400 naming what is wrong with any other body
+``POST /v1/audio/     OpenAI's transcription endpoint, stood in: the multipart form's
+transcriptions``       ``file`` and ``model`` (400 without them) answered as ``{"text": "heard
+                       N bytes of TYPE in NAME with MODEL", "usage": {"seconds": N}}``
 =====================  =================================================================
 
 Any other path is a 404 with a JSON error body. It prints ``echo-http listening on
@@ -109,8 +112,8 @@ class Handler(BaseHTTPRequestHandler):
         query = {key: values[-1] for key, values in parse_qs(split.query).items()}
         raw = self._raw() if self.command in ("POST", "PUT", "PATCH") else b""
         try:
-            if split.path == "/form" and self.command == "POST":
-                self._form(raw)
+            if split.path in ("/form", "/v1/audio/transcriptions") and self.command == "POST":
+                self._form(raw, transcribe=split.path != "/form")
             else:
                 self._route(split.path, query, self._body(raw))
         finally:
@@ -147,11 +150,20 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": f"no route {self.command} {path}"})
 
-    def _form(self, raw: bytes) -> None:
+    def _form(self, raw: bytes, transcribe: bool = False) -> None:
         try:
-            self._json(200, parse_form(self.headers.get("content-type") or "", raw))
+            form = parse_form(self.headers.get("content-type") or "", raw)
         except (ValueError, UnicodeDecodeError) as exc:
             self._json(400, {"error": str(exc)})
+            return
+        if not transcribe:
+            self._json(200, form)
+        elif "file" not in form["files"] or "model" not in form["fields"]:
+            self._json(400, {"error": {"message": "a transcription needs a `file` part and a `model` field"}})
+        else:
+            file = form["files"]["file"]
+            text = f"heard {file['size']} bytes of {file['content_type']} in {file['filename']} with {form['fields']['model']}"
+            self._json(200, {"text": text, "usage": {"type": "duration", "seconds": file["size"]}})
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
