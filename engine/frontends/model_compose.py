@@ -34,6 +34,7 @@ from ..loader import LoadedDocument, PathKey
 from . import model_compose_keys as keys
 from .located import LoweredDocument
 from .model_compose_jobs import DEFAULT_WORKFLOW_ID, lower_workflows
+from .model_compose_runtime import lower_docker_server, lower_virtualenv, runtime_of
 
 #: top-level keys that mark a file as model-compose (the native form has `nodes:`)
 MODEL_COMPOSE_KEYS = frozenset({"controller", "component", "components", "workflow"})
@@ -208,26 +209,18 @@ class _Lowering:
                 self.error(f"component type '{type_name}' is not supported by flowctl", (*path, "type"), hint=keys.component_alternative(str(type_name)))
             return
         keys.check_keys(component, path, section, f"{where} ({type_name})", self.errors, self.doc.locate)
-        self.component_runtime(component, path)
-        if type_name == "http-server":
+        runtime = runtime_of(self, component, path)  # see model_compose_runtime
+        if type_name == "http-server" and runtime is not None and runtime[0] == "docker":
+            lower_docker_server(self, info, runtime[1], runtime[2])
+        elif type_name == "http-server":
             self.managed_server(info)
         elif type_name == "shell":
             self.shell_setup(info)
         else:
-            info["base_url"] = component.get("base_url")
+            info["base_url"] = component.get("base_url")  # a client's requests run in flowctl: no venv to enter
+        if runtime is not None and runtime[0] == "virtualenv" and type_name in ("http-server", "shell"):
+            lower_virtualenv(self, info, runtime[1], runtime[2])
         info["actions"] = self.actions(component, path, keys.COMPONENT_ACTIONS[str(type_name)], where)
-
-    def component_runtime(self, component: dict[str, Any], path: PathKey) -> None:
-        """`runtime:` (a name or `{type: ...}`): native, process and embedded all mean a local
-        process, which is how flowctl runs everything; containers and venvs are not lowered."""
-        if "runtime" not in component:
-            return
-        runtime = component["runtime"]
-        kind = runtime.get("type") if isinstance(runtime, dict) else runtime
-        if kind not in keys.LOCAL_RUNTIMES:
-            where = (*path, "runtime", "type") if isinstance(runtime, dict) and "type" in runtime else (*path, "runtime")
-            self.error(f"component runtime '{kind}' is not supported by flowctl", where,
-                       hint="flowctl runs components as local processes; start a container or venv from `manage.start` or a command instead")
 
     def shell_setup(self, info: dict[str, Any]) -> None:
         """A shell component's `manage.install` becomes an env-setup node its jobs wait for;
@@ -244,6 +237,7 @@ class _Lowering:
                 for index, (_, origin) in enumerate(commands):
                     self.origin[("nodes", install_id, "commands", index)] = origin
                 info["needs"] = [install_id]
+                info["services"] = [install_id]
         base_dir = component.get("base_dir")
         if base_dir is not None and not isinstance(base_dir, str):
             self.error("`base_dir` must be a path", (*path, "base_dir"))
@@ -303,6 +297,7 @@ class _Lowering:
             for index, command_origin in enumerate(command_origins):
                 self.origin[("nodes", install_id, "commands", index)] = command_origin
             info["needs"] = [install_id]
+            info["services"] = [install_id]
         if "start" not in scripts:
             return
         start_path = (*scripts_path, "start")
@@ -331,6 +326,7 @@ class _Lowering:
             fields["cwd"] = (*manage_path, "working_dir")
         self.add_node(start_id, node, start_path, fields)
         info["needs"] = [start_id]
+        info["services"] = [*info.get("services", []), start_id]
 
     def manage_section(self, component: dict[str, Any], path: PathKey) -> tuple[dict[str, Any], PathKey]:
         if "manage" in component:

@@ -296,6 +296,8 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         if node["env"] is None:
             return None
         fields["env"] = (*action_path, "env") if spec.get("env") else (*component["path"], "env")
+    if component.get("runtime_env"):  # a virtualenv runtime: its bin/ first on PATH (native templates, bound already)
+        node["env"] = {**component["runtime_env"], **node.get("env", {})}
     cwd = _working_dir(lw, component, spec)
     if cwd is not None:
         node["cwd"] = cwd
