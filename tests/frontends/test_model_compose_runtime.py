@@ -133,17 +133,17 @@ def test_the_pyenv_driver_uses_that_version_of_python(tmp_path: Path, monkeypatc
 
 
 def test_a_managed_server_in_a_virtualenv_starts_in_it() -> None:
-    flow = f"""\
+    flow = """\
 workflow:
-  job: {{input: "${{input}}"}}
+  job: {input: "${input}"}
 component:
   type: http-server
   port: 8123
-  runtime: {{type: virtualenv, env: {{MODE: x}}}}
+  runtime: {type: virtualenv, env: {MODE: x}}
   manage:
     install: [pip, install, "-e", "."]
     start: [python3, -m, http.server, "8123"]
-  action: {{path: /, method: GET}}
+  action: {path: /, method: GET}
 """
     spec = spec_of(flow)
     install, server = spec.nodes["component-install"], spec.nodes["component"]
