@@ -52,6 +52,8 @@ class PreparedRun:
     inputs: dict[str, Any]
     #: the run's stream carries a `NodeEvent` for each node's start, end, failure or skip
     events: bool = False
+    #: the client's session (`session_id`), read as `${run.session}`; None when it gave none
+    session: str | None = None
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -185,7 +187,7 @@ class FlowHost:
             raise Busy(f"workflow '{workflow.id}' is at its concurrency limit and its queue is full", hint="retry later")
         return workflow, validate_inputs(workflow.inputs, raw_inputs)
 
-    def prepare(self, workflow_id: str | None, raw_inputs: Mapping[str, Any]) -> PreparedRun:
+    def prepare(self, workflow_id: str | None, raw_inputs: Mapping[str, Any], *, session: str | None = None) -> PreparedRun:
         """Admit a run request before anything runs: `check`, then the services it needs are
         up. Raises ShuttingDown, WorkflowNotFound, Busy, InputError, ServiceError."""
         flow = self.flow
@@ -196,7 +198,7 @@ class FlowHost:
             raise ServiceError(node, f"not ready: {reason}")
         record = RunRecord(id=uuid.uuid4().hex[:16], workflow=workflow.id, services=workflow.services)
         self._remember(record)
-        return PreparedRun(record=record, flow=flow, workflow=workflow, inputs=inputs)
+        return PreparedRun(record=record, flow=flow, workflow=workflow, inputs=inputs, session=session)
 
     async def stream(self, run: PreparedRun) -> AsyncGenerator[Any, None]:
         """Run it, yielding output chunks. Waits for a concurrency slot first (Busy when the
@@ -220,7 +222,7 @@ class FlowHost:
                     yield chunk
             else:
                 # the per-token loop: straight from the output node (see WorkflowRun)
-                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, on_usage=record.add_usage)
+                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, on_usage=record.add_usage, session=run.session)
                 try:
                     chunks = await engine.open()
                     if chunks is not None:
@@ -269,7 +271,7 @@ class FlowHost:
 
     async def _with_events(self, run: PreparedRun) -> AsyncGenerator[Any, None]:
         record = run.record
-        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True, on_usage=record.add_usage)
+        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True, on_usage=record.add_usage, session=run.session)
         try:
             async for chunk in chunks:
                 if chunk.__class__ is not NodeEvent:

@@ -108,11 +108,12 @@ def run_workflow(
     service_outputs: Mapping[str, Any],
     events: bool = False,
     on_usage: Callable[[TokenUsage], None] | None = None,
+    session: str | None = None,
 ) -> Chunks:
     """The workflow's output chunks (and, with `events`, `NodeEvent`s between them).
     `inputs` must already be validated and cast. Close the iterator to stop the run.
     `on_usage` hears each node's token counts, when its upstream reports them."""
-    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage)
+    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage, session=session)
     return run.chunks_with_events() if events else run.chunks()
 
 
@@ -134,7 +135,7 @@ class WorkflowRun:
             await run.close()
     """
 
-    def __init__(self, flow: CompiledFlow, workflow: CompiledWorkflow, inputs: Mapping[str, Any], *, run_id: str, http: httpx.AsyncClient, service_outputs: Mapping[str, Any], events: bool = False, on_usage: Callable[[TokenUsage], None] | None = None) -> None:
+    def __init__(self, flow: CompiledFlow, workflow: CompiledWorkflow, inputs: Mapping[str, Any], *, run_id: str, http: httpx.AsyncClient, service_outputs: Mapping[str, Any], events: bool = False, on_usage: Callable[[TokenUsage], None] | None = None, session: str | None = None) -> None:
         self.flow = flow
         self.on_usage = on_usage
         self.workflow = workflow
@@ -146,7 +147,7 @@ class WorkflowRun:
         self.base_scope = {
             "input": dict(inputs),
             "env": os.environ,
-            "run": {"id": run_id, "time": time.time(), "workflow": workflow.id},
+            "run": {"id": run_id, "time": time.time(), "workflow": workflow.id, "session": session},
             "nodes": self.scope_nodes,
         }
         #: task nodes that are over (finished or skipped), for the tasks that wait on them

@@ -10,7 +10,12 @@
       default: chat                            # when no case holds (else the run fails)
 
 Cases are tried in order and the first that holds wins (`mode: first`), or one case is
-drawn at random by `weight` (`mode: random`, model-compose's random-router). The nodes
+drawn at random by `weight` (`mode: random`, model-compose's random-router). With `sticky:`
+(a template: a session id, a user), the draw is the same for the same value: each case
+scores `-ln(u) / weight`, `u` from a SHA-256 of `salt` (default: the node's id), the value
+and the case (weighted rendezvous hashing, as model-compose's `session:` does), and the
+lowest score wins; so a value keeps its case while the weights change, except the share a
+changed weight moves. A null or empty value draws at random. The nodes
 named in the chosen case's `to:` run; every other node named in any `to:`/`default` is
 skipped, and so is what depends only on skipped nodes (see docs/dag.md for joins). The
 output is `{"case": NAME, "to": [NODE, ...], "value": VALUE}`, NAME being the case's
@@ -19,6 +24,8 @@ output is `{"case": NAME, "to": [NODE, ...], "value": VALUE}`, NAME being the ca
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 from typing import Any, ClassVar, Literal
 
@@ -68,7 +75,7 @@ class SwitchDefault(BaseModel):
 
 
 class SwitchSpec(RunNodeSpec):
-    template_fields: ClassVar[tuple[str, ...]] = (*RunNodeSpec.template_fields, "value", "cases")
+    template_fields: ClassVar[tuple[str, ...]] = (*RunNodeSpec.template_fields, "value", "cases", "sticky")
     mappable: ClassVar[bool] = False
 
     type: Literal["switch"]
@@ -78,6 +85,10 @@ class SwitchSpec(RunNodeSpec):
     #: where to go when no case holds; without it that fails the run
     default: SwitchDefault | None = None
     mode: Literal["first", "random"] = "first"
+    #: `mode: random` only: the same value always draws the same case (a template)
+    sticky: Any = None
+    #: keeps this switch's sticky draws apart from another's over the same values
+    salt: str | None = None
 
     @field_validator("default", mode="before")
     @classmethod
@@ -85,6 +96,12 @@ class SwitchSpec(RunNodeSpec):
         if isinstance(value, (str, list)):
             return {"to": value}
         return value
+
+    @model_validator(mode="after")
+    def _sticky_needs_random(self) -> SwitchSpec:
+        if self.mode != "random" and ({"sticky", "salt"} & self.model_fields_set):
+            raise ValueError("`sticky:` and `salt:` go with `mode: random`")
+        return self
 
     @model_validator(mode="after")
     def _cases_have_tests(self) -> SwitchSpec:
@@ -115,8 +132,12 @@ class SwitchNode:
         chosen: int | None = None
         if spec.mode == "random":
             weights = [case.weight for case in spec.cases]
+            key = ctx.resolve("sticky")
             if cases and sum(weights) > 0:
-                chosen = random.choices(range(len(cases)), weights=weights)[0]
+                if key is None or key == "":
+                    chosen = random.choices(range(len(cases)), weights=weights)[0]
+                else:
+                    chosen = sticky_choice(spec.salt or ctx.node_id, str(key), [(case.name or str(i), case.weight) for i, case in enumerate(spec.cases)])
         else:
             for index, case in enumerate(cases):
                 test = {k: v for k, v in case.items() if k not in ("to", "name", "weight", "when")}
@@ -136,3 +157,21 @@ class SwitchNode:
             name, targets = case_spec.name or str(chosen), case_spec.to
         ctx.choose(targets)
         yield {"case": name, "to": list(targets), "value": subject}
+
+
+def sticky_choice(salt: str, key: str, cases: list[tuple[str, float]]) -> int:
+    """The case `key` always draws among `cases` (name, weight): weighted rendezvous hashing.
+
+    >>> sticky_choice("s", "user-1", [("a", 1), ("b", 1)]) == sticky_choice("s", "user-1", [("a", 1), ("b", 1)])
+    True
+    """
+    best, best_score = 0, math.inf
+    for index, (name, weight) in enumerate(cases):
+        if weight <= 0:
+            continue
+        digest = hashlib.sha256(f"{salt}\x00{key}\x00{name}".encode()).digest()
+        u = (int.from_bytes(digest[:8], "big") + 1) / (2**64 + 1)  # in (0, 1): ln never sees 0
+        score = -math.log(u) / weight
+        if score < best_score:
+            best, best_score = index, score
+    return best

@@ -81,6 +81,15 @@ def input_of(body: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def session_of(body: dict[str, Any]) -> str | None:
+    """The run's `session_id` (model-compose's name): what `${run.session}` reads, a sticky
+    router's key. A string of at most 256 characters, or absent."""
+    value = body.get("session_id")
+    if value is not None and (not isinstance(value, str) or len(value) > 256):
+        raise BadRequest("`session_id` must be a string of at most 256 characters", field="session_id", status=422)
+    return value or None
+
+
 def wants_sse(request: Request[Any, Any, Any]) -> bool:
     """SSE unless the client asks for JSON and not for an event stream."""
     accept = request.headers.get("accept", "")
@@ -175,7 +184,7 @@ def get_graph(ctx: NamedDependency[ServerContext], workflow_id: FromPath[str], f
 async def start_run(ctx: NamedDependency[ServerContext], request: Request[Any, Any, Any], workflow_id: FromPath[str]) -> ASGIApp:
     body = await read_json_object(request)
     events = wants_node_events(request)
-    run = ctx.host.prepare(workflow_id, input_of(body))
+    run = ctx.host.prepare(workflow_id, input_of(body), session=session_of(body))
     run.events = events
     sse = run.workflow.streams and wants_sse(request)
     return RunResponse(ctx.host, run, sse=sse, keepalive=ctx.keepalive)

@@ -1,6 +1,6 @@
 """model-compose's HTTP API, so its clients keep working against flowctl (under base_path).
 
-    POST /workflows/runs   {"workflow_id", "input", "output_only", "wait_for_completion"}
+    POST /workflows/runs   {"workflow_id", "input", "session_id", "output_only", "wait_for_completion"}
     GET  /tasks/{task_id}  {"task_id", "status", "output", "error"}  (`?output_only=true`)
 
 - `workflow_id` missing, null, or model-compose's `__default__` (when no workflow has that
@@ -30,7 +30,7 @@ from litestar.types import ASGIApp
 from ..engine.errors import BadRequest, RunNotFound
 from ..engine.runs import RunRecord, RunStatus
 from .errors import describe
-from .routes_api import FromPath, FromQuery, NamedDependency, ServerContext, input_of, read_json_object, wants_sse
+from .routes_api import FromPath, FromQuery, NamedDependency, ServerContext, input_of, read_json_object, session_of, wants_sse
 from .streaming import JSONAnswer, RunResponse, run_in_background
 
 #: what model-compose clients send for "the default workflow"
@@ -93,7 +93,7 @@ async def run_workflow(ctx: NamedDependency[ServerContext], request: Request[Any
     wait = _flag(body, "wait_for_completion", True)
     if output_only and not wait:
         raise BadRequest("output_only requires wait_for_completion=true", field="output_only")
-    run = ctx.host.prepare(workflow_id, input_of(body))
+    run = ctx.host.prepare(workflow_id, input_of(body), session=session_of(body))
     if not wait:
         run_in_background(ctx.host, run, ctx.outputs, ctx.background)
         return JSONAnswer(202, task_result(run.record))

@@ -126,7 +126,8 @@ class _Lowering:
         path = ("controller",)
         keys.check_keys(controller, path, keys.CONTROLLER, "in controller", self.errors, self.doc.locate)
         if controller.get("type", "http-server") != "http-server":
-            self.error(f"controller type '{controller['type']}' is not supported by flowctl yet", (*path, "type"), hint="use `type: http-server`")
+            kind = str(controller["type"])
+            self.error(f"controller type '{kind}' is not served by flowctl", (*path, "type"), hint=keys.CONTROLLER_HINTS.get(kind, "use `type: http-server`"))
         listener, listener_path = self.http_adapter(controller, path) or (controller, path)
         server: dict[str, Any] = {"base_path": listener.get("base_path") or "/", "ui_port": None}
         self.origin[("server",)] = listener_path
@@ -179,8 +180,8 @@ class _Lowering:
         keys.check_keys(adapter, where, keys.HTTP_ADAPTER, "in controller.adapter", self.errors, self.doc.locate)
         kind = adapter.get("type")
         if kind not in keys.HTTP_ADAPTER_TYPES:
-            self.error(f"controller adapter type {kind!r} is not supported by flowctl yet", (*where, "type") if "type" in adapter else where,
-                       hint="use `type: http-server`")
+            self.error(f"controller adapter type {kind!r} is not served by flowctl", (*where, "type") if "type" in adapter else where,
+                       hint=keys.CONTROLLER_HINTS.get(str(kind), "use `type: http-server`"))
         for key in ("host", "port", "base_path"):
             if key in controller:
                 self.error(f"`{key}` is given both on the controller and in its adapter", (*path, key), key=True,

@@ -43,8 +43,8 @@ MC_SOURCES = ("input", "env", "output", "jobs", "result", "result[]", "response"
 #: either vocabulary, for scanning trees that are part lowered
 ANY_SOURCES = tuple(dict.fromkeys((*MC_SOURCES, *SOURCES)))
 
-#: model-compose's `${context.*}` that flowctl has: the run's id
-_CONTEXT = {("context", "run_id"): "${run.id}", ("context", "task_id"): "${run.id}"}
+#: model-compose's `${context.*}` that flowctl has: the run's id, the client's `session_id`
+_CONTEXT = {("context", "run_id"): "${run.id}", ("context", "task_id"): "${run.id}", ("context", "session_id"): "${run.session}"}
 
 #: job types that route instead of producing a value
 ROUTING_TYPES = frozenset({"if", "switch", "random-router"})
@@ -527,7 +527,7 @@ def _foreign(ref: Reference, jobs: dict[str, Job]) -> tuple[str, ...]:
     if ref.source == "output":
         return (f"'{ref.dotted}': there is no single job output here", "name the job: ${jobs.<id>.output...}")
     if ref.source == "context":
-        return (f"'{ref.dotted}': flowctl has `${{context.run_id}}` only (as `${{run.id}}`)",)
+        return (f"'{ref.dotted}': flowctl has `${{context.run_id}}` and `${{context.session_id}}` only (as `${{run.id}}`, `${{run.session}}`)",)
     if ref.source in ("result", "result[]"):
         return (f"'{ref.dotted}' is only defined in a shell action's `output:`",)
     if ref.source in ("response", "response[]"):

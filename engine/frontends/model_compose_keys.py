@@ -75,6 +75,14 @@ HTTP_ADAPTER = Section(
 )
 HTTP_ADAPTER_TYPES = frozenset({"http-server"})
 
+#: what to use instead of a controller (or adapter) type flowctl does not serve
+CONTROLLER_HINTS = {
+    "mcp-server": "flowctl serves its workflows over HTTP (its API, and an OpenAI-compatible `/v1/chat/completions`): "
+                  "use `type: http-server` and put an MCP-to-HTTP bridge in front, with one tool per workflow",
+    "queue-subscriber": "flowctl takes runs over HTTP: use `type: http-server`, and let the worker that reads the queue "
+                        "POST each task to /api/workflows/runs (several `flowctl up` behind the queue scale the same way)",
+}
+
 # model-compose's web UI keys (CommonWebUIConfig: driver, host, port). flowctl serves its own
 # UI from the same process as the API, so `driver: gradio` and `host` are accepted and
 # ignored (the UI binds where the API binds); `port` becomes `server.ui_port`. The static and
@@ -154,7 +162,7 @@ IF_CONDITION = Section(supported=frozenset({"operator", "value", "if_true", "if_
 SWITCH_JOB = _JOB_COMMON.with_keys(supported={"input", "cases", "otherwise", "value", "then"})
 SWITCH_CASE = Section(supported=frozenset({"value", "then"}))
 
-RANDOM_ROUTER_JOB = _JOB_COMMON.with_keys(supported={"mode", "routings"}, unsupported={"session", "salt"})
+RANDOM_ROUTER_JOB = _JOB_COMMON.with_keys(supported={"mode", "routings", "session", "salt"})
 RANDOM_ROUTE = Section(supported=frozenset({"to", "weight"}))
 
 FILTER_JOB = Section(_JOB_COMMON.supported | {"input", "where", "output"}, _JOB_COMMON.unsupported, {**_JOB_COMMON.noop, "streaming": (False,)})
@@ -234,10 +242,25 @@ LOCAL_RUNTIMES = ("native", "process", "embedded")
 
 def unsupported(key: str, path: PathKey, locate: Locate, why: str | None = None) -> FlowError:
     return FlowError(
-        f"model-compose key '{key}' is not supported by flowctl yet",
+        f"model-compose key '{key}' is not supported by flowctl" + ("" if key in UNSUPPORTED_HINTS else " yet"),
         location=locate(path, key=True),
         hint=why or "remove it, or write this part in flowctl's native form",
     )
+
+
+#: what to use instead of a model-compose key flowctl does not lower, where there is something
+UNSUPPORTED_HINTS = {
+    "hook": "flowctl runs no inline Python: do the before/after work in a job of its own (a shell component running "
+            "`[python3, -c, SCRIPT, VALUE...]`, the values as arguments), chained with `depends_on`",
+    "interrupt": "flowctl runs a workflow to its end without pausing for a person: split it at the approval point into two "
+                 "workflows, and let the reviewer's approval start the second (POST /api/workflows/<id>/runs)",
+    "listener": "flowctl's http calls take their answer from the response: call an endpoint that answers in it, or poll "
+                "for the result with a `loop` job",
+    "gateway": "flowctl listens on 127.0.0.1 and opens no tunnels: run one in front of `flowctl up` yourself "
+               "(`ngrok http 8080`, `cloudflared tunnel --url http://127.0.0.1:8080`, `ssh -R 80:127.0.0.1:8080 HOST`)",
+}
+UNSUPPORTED_HINTS["listeners"] = UNSUPPORTED_HINTS["listener"]
+UNSUPPORTED_HINTS["gateways"] = UNSUPPORTED_HINTS["gateway"]
 
 
 def check_keys(data: Mapping[str, Any], path: PathKey, section: Section, where: str, errors: list[FlowError], locate: Locate) -> None:
@@ -254,7 +277,7 @@ def check_keys(data: Mapping[str, Any], path: PathKey, section: Section, where: 
                 errors.append(unsupported(key, child, locate, f"flowctl supports only `{key}: {shown}`" + ("" if key in section.noop_not_default else " (the model-compose default)")))
             continue
         if key in section.unsupported:
-            errors.append(unsupported(key, child, locate))
+            errors.append(unsupported(key, child, locate, UNSUPPORTED_HINTS.get(key)))
             continue
         match = difflib.get_close_matches(key, section.known, n=1, cutoff=0.6)
         hint = f"did you mean '{match[0]}'?" if match else "known keys: " + ", ".join(section.known)

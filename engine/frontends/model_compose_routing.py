@@ -3,7 +3,8 @@
     if             →  switch node: per condition, a case `{<op>: value}` → if_true and, when
                       written, a case `{not: {<op>: value}}` → if_false; `otherwise` → default
     switch         →  switch node: a case `{equals: value}` per case; `otherwise` → default
-    random-router  →  switch node with `mode: random`, a case per routing with its weight
+    random-router  →  switch node with `mode: random`, a case per routing with its weight;
+                      `session` → `sticky:` (`${context.session_id}` is `${run.session}`)
     filter         →  map node without a per-item node: `where:` keeps the items
     for-each       →  map node whose per-item node is the `do:` job's request or command;
                       `batch_size` is the number of items in flight (default 1)
@@ -150,7 +151,19 @@ def _random(wl: WorkflowLowering, job: Job) -> None:
             wl.error("`weight` must be a number of 0 or more", (*where, "weight"))
             return
         cases.append({"to": _target(wl, route["to"]), "weight": float(weight), "name": str(route["to"])})
-    _switch_node(wl, job, {"mode": "random", "cases": cases})
+    node: dict[str, Any] = {"mode": "random", "cases": cases}
+    if data.get("session") is not None:
+        # model-compose hashes `{salt}\0{session}\0{job}` the same way: the same session
+        # lands on the same job under either engine
+        sticky = wl.bind(data["session"], (*path, "session"))
+        if sticky is None or not wl.check_native(sticky, (*path, "session")):
+            return
+        salt = data.get("salt") or f"{wl.workflow_id}:{job.id}"
+        if not isinstance(salt, str) or "${" in salt:
+            wl.error("`salt` must be plain text", (*path, "salt"))
+            return
+        node.update(sticky=sticky, salt=salt)
+    _switch_node(wl, job, node)
 
 
 def _where(wl: WorkflowLowering, where: Any, path: PathKey, scope: dict[tuple[Any, ...], Any] | None = None) -> Any:
