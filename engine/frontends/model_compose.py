@@ -209,7 +209,9 @@ class _Lowering:
             else:
                 self.error(f"component type '{type_name}' is not supported by flowctl", (*path, "type"), hint=keys.component_alternative(str(type_name)))
             return
-        keys.check_keys(component, path, section, f"{where} ({type_name})", self.errors, self.doc.locate)
+        action_section = keys.COMPONENT_ACTIONS[str(type_name)]
+        inline = self.inline_action_keys(component, section, action_section)
+        keys.check_keys(component, path, section.with_keys(supported=inline), f"{where} ({type_name})", self.errors, self.doc.locate)
         runtime = runtime_of(self, component, path)  # see model_compose_runtime
         if type_name == "http-server" and runtime is not None and runtime[0] == "docker":
             lower_docker_server(self, info, runtime[1], runtime[2])
@@ -221,7 +223,22 @@ class _Lowering:
             info["base_url"] = component.get("base_url")  # a client's requests run in flowctl: no venv to enter
         if runtime is not None and runtime[0] == "virtualenv" and type_name in ("http-server", "shell"):
             lower_virtualenv(self, info, runtime[1], runtime[2])
-        info["actions"] = self.actions(component, path, keys.COMPONENT_ACTIONS[str(type_name)], where)
+        if inline:
+            action = {key: component[key] for key in component if key in inline}
+            keys.check_keys(action, path, action_section, f"in action of {where[3:]}", self.errors, self.doc.locate)
+            info["actions"] = {"__action__": (path, action)}
+        else:
+            info["actions"] = self.actions(component, path, action_section, where)
+
+    @staticmethod
+    def inline_action_keys(component: dict[str, Any], section: keys.Section, action_section: keys.Section) -> frozenset[str]:
+        """The keys of a component's one action written on the component itself (model-compose's
+        earlier single-action form: `endpoint`, `body`, `output` beside `type`), when it has no
+        `action:`/`actions:`; keys both may hold (`headers`, `env`) stay the component's."""
+        if "action" in component or "actions" in component:
+            return frozenset()
+        action_keys = action_section.supported | action_section.unsupported | set(action_section.noop)
+        return frozenset(key for key in component if key in action_keys and key not in section.known and key not in ("id", "default"))
 
     def shell_setup(self, info: dict[str, Any]) -> None:
         """A shell component's `manage.install` becomes an env-setup node its jobs wait for;

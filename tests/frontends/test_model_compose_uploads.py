@@ -6,6 +6,7 @@ the echo stand-in, which parses the multipart body as OpenAI would and answers i
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -73,3 +74,58 @@ def test_the_transcription_example_uploads_the_audio_as_a_file_part(tmp_path: Pa
     data_uri = f"data:audio/wav;base64,{audio}"
     out = run(tmp_path, flow, f"file={data_uri}", env={"OPENAI_API_KEY": "sk-test"})
     assert out["text"] == f"heard {len(MP3)} bytes of audio/wav in file.wav with whisper-1"
+
+
+#: model-compose's examples/openai-image-variations (commit b57f124): the earlier form, its one
+#: action's keys written on the component
+VARIATIONS = """\
+component: 
+  type: http-client
+  base_url: https://api.openai.com/v1
+  path: /images/variations
+  method: POST
+  headers:
+    Authorization: Bearer ${env.OPENAI_API_KEY}
+    Content-Type: multipart/form-data
+  body:
+    image: ${input.image as image/png}
+    n: 1
+    size: 1024x1024
+    response_format: b64_json
+  output:
+    image_data: ${response.data[0].b64_json}
+
+workflow:
+  title: Generate Image Variations with OpenAI DALL·E
+  input: ${input}
+  output: ${output.image_data as image;base64}
+"""
+
+
+def test_an_action_written_on_the_component_is_its_one_action(tmp_path: Path) -> None:
+    node = spec_of(VARIATIONS).nodes["job"]
+    assert node.url == "https://api.openai.com/v1/images/variations" and node.headers["Content-Type"] == "multipart/form-data"
+    assert node.body["image"] == "${input.image as image/png}"
+    port = free_port()
+    flow = f"""\
+workflow:
+  jobs:
+    - {{id: warm, component: stand-in}}
+    - {{id: vary, component: api, depends_on: [warm], input: "${{input}}", output: "${{output.image}}"}}
+  output: ${{jobs.vary.output}}
+components:
+  - id: api
+    type: http-client
+    endpoint: http://127.0.0.1:{port}/form
+    headers: {{Content-Type: multipart/form-data}}
+    body: {{image: "${{input.image as image/png}}", n: 1}}
+    output: {{image: "${{response.files.image}}"}}
+  - id: stand-in
+    type: http-server
+    port: {port}
+    start: [{json.dumps(PYTHON)}, {json.dumps(str(ECHO_HTTP))}, --port, "{port}"]
+    action: {{path: /log, method: GET}}
+"""
+    png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    out = run(tmp_path, flow, f"image={base64.b64encode(png).decode()}")
+    assert out == {"filename": "image.png", "content_type": "image/png", "size": len(png), "sha256": hashlib.sha256(png).hexdigest()}
