@@ -182,6 +182,15 @@ class ServiceContext:
     on_change: ChangeSink | None = None
     #: set up again even when the stamp says the setup is current (`flowctl up --build`)
     rebuild: bool = False
+    #: the node's template fields rendered again with extra sources (`{"replica": {...}}`
+    #: for `${replica.port}`: a port chosen at start); None: `resolved` is all there is
+    render: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    #: which replica of its node this is (0 for a node without replicas)
+    replica_index: int = 0
+
+    def fields(self, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The template fields rendered with `extra` sources (or `resolved` when it cannot)."""
+        return self.render(extra) if self.render is not None else self.resolved
 
     def event(self, text: str) -> None:
         """flowctl's words about this service (started, ready, exited)."""

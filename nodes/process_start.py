@@ -22,6 +22,11 @@ events.
       # readiness: {http: /v1/completions, method: POST, body: {prompt: Hi, max_tokens: 1}}
       restart: on-failure          # or {policy: on-failure, max_restarts: 5, backoff: 1}
       stop_timeout: 20
+
+`port: auto` takes a free port at start (kept across restarts while it stays free); the
+command reads it as `${replica.port}` (also `${replica.index}`, `${replica.name}`).
+`replicas: N` runs N copies (`llm.0`, `llm.1`, ...) owned by a `ReplicaSetNode`
+(`replica_set.py`), placed by `placement:` (`nodes/placement/`); this module is one copy.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field, field_validator, model_validator
@@ -40,6 +47,7 @@ from pydantic import Field, field_validator, model_validator
 from ..engine.errors import ServiceError
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
 from .heartbeat import heartbeat
+from .placement.base import PlacementSpec
 from .ports import foreign_answerer, port_conflict
 from .process_group import ProcessGroup, describe_exit
 from .process_log import ProcessLog, log_file
@@ -50,9 +58,14 @@ from .restart import RestartSpec, decide, restart_schema
 EXIT_TAIL_LINES = 5
 
 
+#: what `${replica.*}` offers a process-start node's command, env and cwd
+_REPLICA_SOURCE = frozenset({"replica"})
+
+
 class ProcessStartSpec(NodeSpecBase):
     kind: ClassVar[NodeKind] = NodeKind.SERVICE
     template_fields: ClassVar[tuple[str, ...]] = ("command", "env", "cwd")
+    field_sources: ClassVar[Mapping[str, frozenset[str]]] = {"command": _REPLICA_SOURCE, "env": _REPLICA_SOURCE, "cwd": _REPLICA_SOURCE}
 
     type: Literal["process-start"]
     #: argv list (each item one argument, never re-split); a string is run by `bash -c`
@@ -60,7 +73,13 @@ class ProcessStartSpec(NodeSpecBase):
     env: dict[str, str] = {}
     cwd: str | None = None
     host: str = "127.0.0.1"
-    port: int | None = Field(default=None, ge=1, le=65535)
+    #: the port it listens on, or `auto`: a free one chosen at start (`${replica.port}`)
+    port: Annotated[int, Field(ge=1, le=65535)] | Literal["auto"] | None = None
+    #: copies of the process, each its own process group and port (`port: auto`), balanced
+    #: over by http-stream's `service:`
+    replicas: int = Field(default=1, ge=1, le=256)
+    #: where the replicas run: `{engine: local | ray, address, resources, spread}`
+    placement: PlacementSpec = PlacementSpec()
     readiness: ReadinessSpec = ReadinessSpec()
     #: `never`, `on-failure` or `always`, or a mapping with the policy, limit and backoff
     restart: RestartSpec = Field(default=RestartSpec(), json_schema_extra=restart_schema)
@@ -78,6 +97,8 @@ class ProcessStartSpec(NodeSpecBase):
     def _probe_needs_port(self) -> ProcessStartSpec:
         if self.readiness.probes and self.port is None:
             raise ValueError("a readiness probe needs `port:`")
+        if self.replicas > 1 and isinstance(self.port, int):
+            raise ValueError(f"{self.replicas} replicas cannot all listen on port {self.port}: write `port: auto` (each replica gets a free port, `${{replica.port}}` in the command)")
         if self.port is not None and not self.readiness.probes:
             object.__setattr__(self, "readiness", self.readiness.model_copy(update={"tcp": True}))
         return self
@@ -93,6 +114,10 @@ class ProcessStartNode:
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
         self._reported_exit: int | None = None  # the pid whose exit was reported last
+        #: the port it listens on: `port:`, or with `port: auto` the one chosen at start
+        self.port: int | None = spec.port if isinstance(spec.port, int) else None
+        #: the exit code of the process's last death (None: not died, or unknown)
+        self.last_exit_code: int | None = None
 
     @property
     def status(self) -> ServiceStatus:
@@ -129,8 +154,16 @@ class ProcessStartNode:
     @property
     def output(self) -> dict[str, Any]:
         spec = self.spec
-        url = f"http://{url_host(spec.host)}:{spec.port}" if spec.port else None
-        return {"pid": self._group.pid if self._group else None, "host": spec.host, "port": spec.port, "url": url}
+        url = f"http://{url_host(spec.host)}:{self.port}" if self.port else None
+        return {"pid": self._group.pid if self._group else None, "host": spec.host, "port": self.port, "url": url}
+
+    async def supervised(self) -> None:
+        """Return once supervision is over for good: the process is down and its restart
+        policy will not bring it back (or the node was stopped)."""
+        watcher = self._watcher
+        if watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(watcher)
 
     @property
     def log_path(self) -> Path | None:
@@ -187,15 +220,17 @@ class ProcessStartNode:
 
     async def _launch_until_ready(self, ctx: ServiceContext) -> None:
         spec = self.spec
-        if spec.port is not None:
-            held = port_conflict(spec.host, spec.port)
+        if spec.port == "auto" and (self.port is None or port_conflict(spec.host, self.port) is not None):
+            self.port = free_port(spec.host)  # a restart keeps its port while it is free
+        if self.port is not None:
+            held = port_conflict(spec.host, self.port)
             if held is not None:
                 self._set(ServiceState.FAILED, held)
                 self._record(held)
                 raise ServiceError(ctx.node_id, held, hint="stop that process or give this node another `port:`")
         self._set(ServiceState.STARTING, "starting")
         self._log.tail.clear()
-        resolved = ctx.resolved
+        resolved = ctx.fields({"replica": {"index": ctx.replica_index, "name": ctx.node_id, "port": self.port}})
         command = resolved["command"]
         argv = ["bash", "-c", command] if isinstance(command, str) else [str(a) for a in command]
         env = dict(os.environ)
@@ -255,7 +290,7 @@ class ProcessStartNode:
                         self._status.last_exit = reason
                         self._record(reason)
                         raise ServiceError(ctx.node_id, f"{reason}; last output:\n{self._log.last(10)}")
-                    if await probe(probe_spec, self.spec.host, self.spec.port, client) and group.peek_exit() is False:
+                    if await probe(probe_spec, self.spec.host, self.port, client) and group.peek_exit() is False:
                         self._check_owner(ctx, group)
                         return
                     now = time.monotonic()
@@ -273,16 +308,16 @@ class ProcessStartNode:
     def _check_owner(self, ctx: ServiceContext, group: ProcessGroup) -> None:
         """The probe answered, but is it our process answering? A listener that was there
         before our process started (it won a race past the pre-check) is not ours."""
-        if self.spec.port is None:
+        if self.port is None:
             return
-        reason = foreign_answerer(self.spec.port, self.spec.host, group.pgid, group.pid)
+        reason = foreign_answerer(self.port, self.spec.host, group.pgid, group.pid)
         if reason is not None:
             self._set(ServiceState.FAILED, reason)
             self._record(reason)
             raise ServiceError(ctx.node_id, reason, hint="stop that process or give this node another `port:`")
 
     def _probe_text(self) -> str:
-        return describe_probe(self.spec.readiness, self.spec.host, self.spec.port)
+        return describe_probe(self.spec.readiness, self.spec.host, self.port)
 
     # -- liveness and restart ----------------------------------------------------------------
 
@@ -309,6 +344,7 @@ class ProcessStartNode:
             if self._stopping:
                 return
             uptime = time.monotonic() - up_since
+            self.last_exit_code = code
             # tell the owner first, at once: runs in flight fail, /ready turns 503
             reason = describe_exit(code)
             self._set(ServiceState.FAILED, reason)
@@ -384,3 +420,14 @@ class ProcessStartNode:
     def _record(self, event: str) -> None:
         """A supervision event, in the node's log file beside the process's own lines."""
         self._log.event(event)
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on at `host` now, chosen by the kernel (`port: auto`). Another
+    process could take it before ours binds: the check before the start and the owner check
+    after the probe (`ports.py`) turn that race into a clear error, never a wrong "ready"."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host.strip("[]") if host not in ("localhost", "") else "127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
