@@ -33,6 +33,7 @@ from ..engine.usage import TokenUsage
 
 if TYPE_CHECKING:
     from ..engine.templating import CompiledValue
+    from .balancer import ReplicaPool
 
 
 class NodeKind(str, enum.Enum):
@@ -79,6 +80,15 @@ class NodeSpecBase(BaseModel):
         is named; they run only when chosen."""
         return []
 
+    def services_named(self) -> list[tuple[str, tuple[str | int, ...]]]:
+        """Services this node sends requests to by name (http-stream's `service:`), each with
+        where in this spec it is named: each is an upstream of this node."""
+        return []
+
+    def unservable(self) -> str | None:
+        """Why another node cannot name this one as its `service:` (None: it can)."""
+        return f"a '{self.type}' node serves no HTTP"
+
 
 class RunNodeSpec(NodeSpecBase):
     """Fields every per-run node accepts on top of the common ones: control flow that the
@@ -111,6 +121,8 @@ class ServiceState(str, enum.Enum):
     FAILED = "failed"
     RESTARTING = "restarting"
     STOPPED = "stopped"
+    #: a service with replicas, some of which are down: it still serves (ready), on the rest
+    DEGRADED = "degraded"
 
 
 @dataclass
@@ -128,7 +140,8 @@ class ServiceStatus:
 
     @property
     def ready(self) -> bool:
-        return self.state is ServiceState.READY
+        """It serves: ready, or degraded (some of its replicas down, the rest serving)."""
+        return self.state is ServiceState.READY or self.state is ServiceState.DEGRADED
 
 
 class LineKind(str, enum.Enum):
@@ -273,6 +286,8 @@ class RunContext:
     run_item: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None
     #: a node whose upstream reported token counts (OpenAI's `usage`) says so, once, at its end
     usage: Callable[[TokenUsage], None] = field(default=lambda usage: None)
+    #: the running services' balancing pools by node id (http-stream's `service:`)
+    pools: Mapping[str, ReplicaPool] = field(default_factory=dict)
 
 
 #: what a per-run node yields; an async generator, so its consumer can `aclose` it

@@ -45,6 +45,7 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 
 from ..engine.errors import ServiceError
+from .balancer import Endpoint, ReplicaPool
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
 from .heartbeat import heartbeat
 from .placement.base import PlacementSpec
@@ -86,6 +87,9 @@ class ProcessStartSpec(NodeSpecBase):
     #: seconds between SIGTERM and SIGKILL when stopping the process group
     stop_timeout: float = Field(default=10.0, ge=0)
 
+    def unservable(self) -> str | None:
+        return None if self.port is not None else "it has no `port:` to send requests to"
+
     @field_validator("restart", mode="before")
     @classmethod
     def _restart_shorthand(cls, value: Any) -> Any:
@@ -118,6 +122,9 @@ class ProcessStartNode:
         self.port: int | None = spec.port if isinstance(spec.port, int) else None
         #: the exit code of the process's last death (None: not died, or unknown)
         self.last_exit_code: int | None = None
+        #: a pool of one, so http-stream's `service:` reads a plain node as it reads replicas
+        self._endpoint = Endpoint("", lambda: self.output["url"], lambda: self.status.ready)
+        self.pool = ReplicaPool("", lambda: [self._endpoint])
 
     @property
     def status(self) -> ServiceStatus:
@@ -141,6 +148,7 @@ class ProcessStartNode:
 
     async def start(self, ctx: ServiceContext) -> dict[str, Any]:
         self._ctx = ctx
+        self._endpoint.name = self.pool.service = ctx.node_id
         self._stopping = False
         self._log.open(log_file(ctx.state_dir, ctx.node_id))
         try:
