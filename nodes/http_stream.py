@@ -50,7 +50,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..engine.errors import InputError, MissingValueError, RunError, UpstreamError, clip
 from ..engine.templating import MISSING, path_walker
@@ -136,14 +136,26 @@ class HttpStreamSpec(RunNodeSpec):
     #: retry before the first byte of the answer (`retry: {max_attempts: 3}`); none by default
     retry: RetrySpec | None = None
 
+    @field_validator("service")
+    @classmethod
+    def _not_both(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("url") is not None:
+            raise ValueError("give either `url:` or `service:` (a process-start node to balance over), not both")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path_with_service(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("service") is None:
+            raise ValueError("`path:` goes with `service:` (with `url:`, write the path in the URL)")
+        if not value.startswith(("/", "${")):
+            raise ValueError(f"`path: {value}` must start with /")
+        return value
+
     @model_validator(mode="after")
     def _one_destination(self) -> HttpStreamSpec:
-        if (self.url is None) == (self.service is None):
-            raise ValueError("give either `url:` or `service:` (a process-start node to balance over), not both" if self.url else "`url:` or `service:` is required")
-        if self.service is None and "path" in self.model_fields_set:
-            raise ValueError("`path:` goes with `service:` (with `url:`, write the path in the URL)")
-        if not self.path.startswith(("/", "${")):
-            raise ValueError(f"`path: {self.path}` must start with /")
+        if self.url is None and self.service is None:
+            raise ValueError("`url:` or `service:` is required")
         return self
 
     def services_named(self) -> list[tuple[str, tuple[str | int, ...]]]:

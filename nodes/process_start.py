@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..engine.errors import ServiceError
 from .balancer import Endpoint, ReplicaPool
@@ -90,6 +90,14 @@ class ProcessStartSpec(NodeSpecBase):
     def unservable(self) -> str | None:
         return None if self.port is not None else "it has no `port:` to send requests to"
 
+    @field_validator("replicas")
+    @classmethod
+    def _replicas_need_ports(cls, value: int, info: ValidationInfo) -> int:
+        port = info.data.get("port")
+        if value > 1 and isinstance(port, int):
+            raise ValueError(f"{value} replicas cannot all listen on port {port}: write `port: auto` (each replica gets a free port, `${{replica.port}}` in the command)")
+        return value
+
     @field_validator("restart", mode="before")
     @classmethod
     def _restart_shorthand(cls, value: Any) -> Any:
@@ -101,8 +109,6 @@ class ProcessStartSpec(NodeSpecBase):
     def _probe_needs_port(self) -> ProcessStartSpec:
         if self.readiness.probes and self.port is None:
             raise ValueError("a readiness probe needs `port:`")
-        if self.replicas > 1 and isinstance(self.port, int):
-            raise ValueError(f"{self.replicas} replicas cannot all listen on port {self.port}: write `port: auto` (each replica gets a free port, `${{replica.port}}` in the command)")
         if self.port is not None and not self.readiness.probes:
             object.__setattr__(self, "readiness", self.readiness.model_copy(update={"tcp": True}))
         return self
