@@ -120,12 +120,15 @@ class Supervisor:
     async def explain(self, error: RunError, node_ids: Iterable[str]) -> str:
         """`error`'s message, with the services among `node_ids` that are down and why. When the
         error is a broken connection, the services get a moment (`settle`) to show a death."""
-        if isinstance(error, UpstreamError) and error.status is None:
+        broken = isinstance(error, UpstreamError) and error.status is None
+        if broken:
             await self.settle(node_ids)
         down = self.not_ready(node_ids)
-        if not down:
+        # a replica that broke a run is down while its service still serves: say so too
+        degraded = self.degraded(node_ids) if broken else {}
+        if not down and not degraded:
             return str(error)
-        states = "; ".join(f"service '{node}' {reason}" for node, reason in down.items())
+        states = "; ".join([*(f"service '{node}' {reason}" for node, reason in down.items()), *(f"service '{node}' degraded: {reason}" for node, reason in degraded.items())])
         return f"{error} ({states})"
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -207,8 +207,11 @@ class ReplicaSetNode:
         try:
             await handle.wait_ready()
         except ServiceError as exc:
-            reason = exc.message.removeprefix(f"service '{slot.name}': ").splitlines()[0]
-            slot.down = ServiceStatus(state=ServiceState.FAILED, reason=reason, last_exit=handle.status.last_exit, restarts=slot.replacements)
+            status = handle.status
+            reason = status.reason or exc.message.removeprefix(f"service '{slot.name}': ").splitlines()[0]
+            if status.last_log and status.last_log not in reason:
+                reason += f"; last output: {status.last_log}"
+            slot.down = ServiceStatus(state=ServiceState.FAILED, reason=reason, last_exit=status.last_exit, restarts=slot.replacements)
             slot.handle = None
             await handle.stop()
             return exc

@@ -52,7 +52,9 @@ def test_a_replica_killed_mid_run_fails_its_runs_only_and_comes_back(flowctl_up,
     for tag, answer in by_tag.items():
         if tag in doomed:
             assert answer.status_code >= 500, answer.text
-            assert "replica 'llm.1'" in answer.json()["error"], answer.text
+            error = answer.json()["error"]
+            assert "node 'generate': replica 'llm.1': POST http://127.0.0.1:" in error, error
+            assert "service 'llm' degraded: 1 of 2 replicas ready (llm.1 " in error, error
         else:
             assert answer.status_code == 200 and answer.json()["output"] == expected_text(400), answer.text
 
