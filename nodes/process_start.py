@@ -246,7 +246,7 @@ class ProcessStartNode:
         self._log.tail.clear()
         resolved = ctx.fields({"replica": {"index": ctx.replica_index, "name": ctx.node_id, "port": self.port}})
         command = resolved["command"]
-        argv = ["bash", "-c", command] if isinstance(command, str) else [str(a) for a in command]
+        argv = ["bash", "-c", command] if isinstance(command, str) else command_argv(command)
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (resolved.get("env") or {}).items()})
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -434,6 +434,17 @@ class ProcessStartNode:
     def _record(self, event: str) -> None:
         """A supervision event, in the node's log file beside the process's own lines."""
         self._log.event(event)
+
+
+def command_argv(command: list[Any]) -> list[str]:
+    """A command list as argv: an item that was one template yielding a list (the URLs of a
+    service's replicas, `${nodes.llm.output.replicas}`) is one argument per element, each
+    still a single argument, never split by a shell.
+
+    >>> command_argv(["router", "--worker-urls", ["http://a:1", "http://b:2"], "--port", 8000])
+    ['router', '--worker-urls', 'http://a:1', 'http://b:2', '--port', '8000']
+    """
+    return [str(part) for item in command for part in (item if isinstance(item, list) else [item])]
 
 
 def free_port(host: str) -> int:

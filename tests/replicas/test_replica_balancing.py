@@ -13,8 +13,12 @@ from pathlib import Path
 
 import httpx
 from replicas_support import replica_rows, replicas_flow, run_many, stats
+from supervision.supervision_support import MARK_ENV
+from support.waiting import wait_until
 from support.fake import expected_text
 from support.paths import FAKE_VLLM, PYTHON, REPO_ROOT
+
+from flowctl.nodes.process_log import split_stamp
 
 
 def flowctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -71,3 +75,20 @@ def test_ps_and_logs_show_each_replica(flowctl_up, mark) -> None:
     one = flowctl("logs", flow, "llm.1")
     assert one.returncode == 0 and "gpus=1" in one.stdout and "gpus=0" not in one.stdout
     assert Path(up.flow_path.parent / ".flowctl" / up.flow_path.stem / "logs" / "llm.0.log").is_file()
+
+
+def test_a_router_node_is_fed_the_replicas_urls_one_argument_each(flowctl_up, mark) -> None:
+    # a stand-in for vllm-router (`--worker-urls URL...`): prints each argument on a line
+    router = (
+        "  router:\n    type: process-start\n"
+        '    command: ["bash", "-c", "printf \'arg=%s\\\\n\' \\"$@\\"; exec sleep 600", "router", "--worker-urls", "${nodes.llm.output.replicas}"]\n'
+        f'    env: {{"{MARK_ENV}": "{mark}"}}\n    restart: never\n    stop_timeout: 1\n'
+    )
+    text = replicas_flow(2, mark).replace("  generate:\n", router + "  generate:\n")
+    up = flowctl_up(text)
+    urls = [r["url"] for r in replica_rows(up.client().get("/ready").json())]
+    log = up.flow_path.parent / ".flowctl" / up.flow_path.stem / "logs" / "router.log"
+    wait_until(lambda: log.is_file() and urls[1] in log.read_text(), timeout=10, message=lambda: log.read_text() if log.is_file() else "no log")
+    texts = [split_stamp(line)[1] for line in log.read_text().splitlines()]
+    args = [text.removeprefix("arg=") for text in texts if text.startswith("arg=")]
+    assert args == ["--worker-urls", *urls], args
