@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 from replicas_support import replica_rows, replicas_flow, run_many, stats
 from supervision.supervision_support import MARK_ENV
-from support.waiting import wait_until
 from support.fake import expected_text
 from support.paths import FAKE_VLLM, PYTHON, REPO_ROOT
+from support.waiting import wait_until
 
 from flowctl.nodes.process_log import split_stamp
 
