@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from ..engine.errors import ServiceError
+from ..engine.errors import FlowctlError, ServiceError
 from .balancer import Endpoint, ReplicaPool
 from .base import ServiceContext, ServiceLine, ServiceNode, ServiceState, ServiceStatus
 from .placement.base import Placement, ReplicaContext, ReplicaHandle, open_placement
@@ -55,6 +55,9 @@ class _Slot:
     index: int
     name: str
     handle: ReplicaHandle | None = None
+    #: the set has taken the handle in (its start settled): until then it does not serve, so
+    #: the set's state, its output and the pool change in the same step
+    accepted: bool = False
     #: its status while no handle fills it (lost, failed to start, waiting to be replaced)
     down: ServiceStatus | None = None
     #: times this set started it again
@@ -69,13 +72,15 @@ class _Slot:
         return self.handle.url if self.handle is not None else None
 
     def _ready(self) -> bool:
-        return self.handle is not None and self.handle.status.ready
+        return self.handle is not None and self.accepted and self.handle.status.ready
 
     @property
     def status(self) -> ServiceStatus:
         if self.handle is None:
             return self.down or ServiceStatus(state=ServiceState.PENDING, reason="not started")
         status = self.handle.status
+        if status.ready and not self.accepted:
+            status = dataclasses.replace(status, state=ServiceState.STARTING, reason="ready; joining the set")
         return dataclasses.replace(status, restarts=status.restarts + self.replacements, last_exit=status.last_exit or (self.down.last_exit if self.down else None))
 
 
@@ -196,25 +201,27 @@ class ReplicaSetNode:
 
     # -- one replica -------------------------------------------------------------------------
 
-    async def _launch(self, slot: _Slot) -> ServiceError | None:
-        """Start the replica in `slot` and wait until it is ready: None, or the error that
-        kept it from being ready (the slot is then down with its reason)."""
+    async def _launch(self, slot: _Slot) -> str | None:
+        """Start the replica in `slot` and wait until it is ready: None, or why it is not
+        (the slot is then down with that reason)."""
         ctx, placement = self._ctx, self._placement
         assert ctx is not None and placement is not None
         service = dataclasses.replace(ctx, node_id=slot.name, on_change=lambda _node, _status: self._changed(), replica_index=slot.index)
         handle = await placement.start_replica(self.spec, slot.index, ReplicaContext(name=slot.name, index=slot.index, service=service))
-        slot.handle = handle
+        slot.handle, slot.accepted = handle, False
         try:
             await handle.wait_ready()
-        except ServiceError as exc:
+        except Exception as exc:  # a placement's bug too: the slot is down, the set goes on
             status = handle.status
-            reason = status.reason or exc.message.removeprefix(f"service '{slot.name}': ").splitlines()[0]
+            said = exc.message if isinstance(exc, FlowctlError) else f"{type(exc).__name__}: {exc}"
+            reason = status.reason or said.removeprefix(f"service '{slot.name}': ").splitlines()[0]
             if status.last_log and status.last_log not in reason:
                 reason += f"; last output: {status.last_log}"
             slot.down = ServiceStatus(state=ServiceState.FAILED, reason=reason, last_exit=status.last_exit, restarts=slot.replacements)
             slot.handle = None
             await handle.stop()
-            return exc
+            return reason
+        slot.accepted = True
         return None
 
     async def _keep(self, slot: _Slot) -> None:

@@ -107,3 +107,12 @@ def test_one_replica_on_port_auto_still_has_its_url(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected_text(4).strip()
     assert "[llm]" in result.stderr or "llm " in result.stderr  # one replica keeps the node's own name
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flowctl.nodes.placement.ray") is not None, reason="the Ray placement is part of this build")
+def test_engine_ray_without_the_ray_placement_says_it_is_not_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "ray" else real(name, *a))
+    with pytest.raises(ServiceError, match=r"Ray placement is not available in this build of flowctl"):
+        open_placement(PlacementSpec.model_construct(engine="ray", resources={}, address=None, spread=None), "llm")
+    assert "ray" not in sys.modules

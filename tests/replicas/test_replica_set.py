@@ -99,3 +99,37 @@ async def test_a_set_none_of_whose_replicas_start_fails_naming_each(tmp_path: Pa
         await replicas.start(context(tmp_path, node, rec))
     assert replicas.status.state is ServiceState.FAILED
     wait_gone(mark, 5, "after the failed start")
+
+
+class FirstStartFails(HostedPlacement):
+    """Replica 1's first start exits before it is ready; later starts are fine."""
+
+    def __init__(self, spec: PlacementSpec) -> None:
+        super().__init__(spec)
+        self.starts: dict[int, int] = {}
+
+    async def start_replica(self, spec: ProcessStartSpec, index: int, ctx: ReplicaContext) -> ReplicaHandle:
+        self.starts[index] = self.starts.get(index, 0) + 1
+        if index == 1 and self.starts[index] == 1:
+            failing = {"command": ["bash", "-c", "echo cannot load; exit 4"], "env": ctx.service.resolved["env"], "cwd": None}
+            ctx = dataclasses.replace(ctx, service=dataclasses.replace(ctx.service, render=lambda extra: failing))
+        return await super().start_replica(spec, index, ctx)
+
+
+async def test_a_replica_that_fails_to_start_leaves_the_set_degraded_until_it_is_retried(tmp_path: Path, mark: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    placement = FirstStartFails(PlacementSpec())
+    monkeypatch.setattr(replica_set, "open_placement", lambda spec, node_id: placement)
+    node = spec(mark, restart={"policy": "on-failure", "backoff": 0.5})
+    rec = Recorder()
+    replicas = replica_set.ReplicaSetNode(node)
+    try:
+        output = await replicas.start(context(tmp_path, node, rec))
+        status = replicas.status
+        assert status.state is ServiceState.DEGRADED and status.ready, status
+        assert "llm.1 exited with code 4 before it was ready; last output: cannot load" in (status.reason or "")
+        assert len(output["replicas"]) == 1
+        await async_wait_until(lambda: replicas.status.state is ServiceState.READY, timeout=20, message=lambda: rec.text())
+        assert placement.starts == {0: 1, 1: 2} and len(output["replicas"]) == 2 and replicas.replicas()[1]["restarts"] == 1
+    finally:
+        await replicas.stop()
+    wait_gone(mark, 10, "after the set stopped")
