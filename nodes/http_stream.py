@@ -298,6 +298,10 @@ class HttpStreamNode:
                     attempt += 1
                     continue
                 raise error from None
+            except BaseException:  # cancelled while connecting or waiting for the answer
+                if target is not None:
+                    target.release()
+                raise
             status = response.status_code
             if 200 <= status < 300:
                 return response, target, shown

@@ -5,6 +5,8 @@ off after the first byte is never asked again for that run; least in-flight with
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from replicas_support import replicas_flow
 from support.fake import expected_text
 from support.procs import free_port
+from support.waiting import async_wait_until
 
 from flowctl.engine.errors import RunError
 from flowctl.engine.flow import load_flow_text
@@ -101,3 +104,34 @@ async def test_least_in_flight_then_rotation() -> None:
     for endpoint in (a, b, c):
         endpoint.in_flight = 0
     assert [p.name for p in (pool.pick(), pool.pick()) if p] == ["llm.2", "llm.0"]  # turns go on from the last pick
+
+
+async def test_a_run_cancelled_before_the_answer_or_closed_mid_stream_gives_its_slot_back(fake_vllm) -> None:
+    # a replica that takes the connection and never answers: the run waits for its first byte
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", free_port()))
+        silent.listen(8)
+        mute = member("llm.0", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        pool = ReplicaPool("llm", lambda: [mute])
+        waiting = asyncio.ensure_future(chat(pool))
+        await async_wait_until(lambda: mute.in_flight == 1, timeout=5)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert (mute.in_flight, mute.failures) == (0, 0)
+
+    server = fake_vllm(tokens=50, token_delay_ms=20)
+    streaming = member("llm.0", server.url)
+    flow = load_flow_text(replicas_flow(2, "unused"))
+    workflow = flow.workflow("chat")
+    assert workflow is not None
+    http = new_http_client()
+    try:
+        chunks = run_workflow(flow, workflow, validate_inputs(workflow.inputs, {"prompt": "hi"}), run_id="t", http=http, service_outputs={}, pools={"llm": ReplicaPool("llm", lambda: [streaming])})
+        async for _ in chunks:
+            assert streaming.in_flight == 1
+            break
+        await chunks.aclose()  # the client went away mid-stream
+        assert (streaming.in_flight, streaming.failures, streaming.requests) == (0, 0, 1)
+    finally:
+        await http.aclose()
