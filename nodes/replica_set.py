@@ -192,9 +192,10 @@ class ReplicaSetNode:
         self._output["replicas"] = []
 
     async def exited_within(self, timeout: float) -> bool:
-        """True if any replica's process has exited or exits within `timeout` seconds."""
+        """True if any replica's process has exited or exits within `timeout` seconds (at
+        once when one is known to be down already)."""
         handles = [slot.handle for slot in self._slots if slot.handle is not None]
-        if not handles:
+        if len(handles) < len(self._slots):
             return True
         answers = await asyncio.gather(*(handle.exited_within(timeout) for handle in handles), return_exceptions=True)
         return any(answer is True for answer in answers)
