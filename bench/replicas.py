@@ -8,10 +8,13 @@ Both go through the same code (the pool, the pick, the release), so the differen
 second replica brings: on a model server that is busy (here the fake's CPU per token, or its
 pacing `--token-delay-ms`) the load is halved per replica. Reported as ratios two/one of the
 same run; contenders take turns round by round (rotated order), so a noisy machine's drift is
-shared. Timings are this machine's: see the CPU line of the output.
+shared (an even number of rounds, so each goes first as often: with 3 rounds the side that
+went first twice had the better time to first token in an A/A control). Timings are this
+machine's: see the CPU line of the output.
 
     python bench/replicas.py                                  # 16 streams of 64 tokens, unpaced
-    python bench/replicas.py -c 32 --tokens 64 --delay-ms 5 -n 256 --rounds 3 --json out.json
+    python bench/replicas.py -c 32 --tokens 64 --delay-ms 5 -n 256 --rounds 4 --json out.json
+    python bench/replicas.py --pair-replicas 1      # A/A: both sides one replica (ratios ~1)
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import contenders as C
 import loadgen
 
 
-def flow_yaml(tokens: int, delay_ms: float) -> str:
+def flow_yaml(tokens: int, delay_ms: float, pair: int = 2) -> str:
     argv = [sys.executable, str(C.FAKE), "--port", "${replica.port}", "--quiet", "--tokens", str(tokens), "--token-delay-ms", str(delay_ms)]
 
     def service(name: str, replicas: int) -> str:
@@ -51,7 +54,7 @@ def flow_yaml(tokens: int, delay_ms: float) -> str:
             f"  {name}:\n    type: sse-sink\n    source: {json.dumps('${nodes.' + name + '-gen.output as stream/text}')}\n"
         )
 
-    return "version: 1\nname: replicas-bench\nserver: {max_concurrency: 256, max_queue: 1024}\nnodes:\n" + service("solo", 1) + service("pair", 2) + chat("one", "solo") + chat("two", "pair")
+    return "version: 1\nname: replicas-bench\nserver: {max_concurrency: 256, max_queue: 1024}\nnodes:\n" + service("solo", 1) + service("pair", pair) + chat("one", "solo") + chat("two", "pair")
 
 
 def free_port() -> int:
@@ -104,15 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--concurrency", type=int, default=16)
     p.add_argument("-n", "--requests", type=int, default=128, help="requests per round per contender")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4, help="an even number: each side goes first as often")
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--delay-ms", type=float, default=0.0, help="the fake's pause between tokens")
+    p.add_argument("--pair-replicas", type=int, default=2, help="replicas behind `two` (1: an A/A control of the method)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="flowctl-replicas-bench-"))
     flow = work / "flow.yml"
-    flow.write_text(flow_yaml(args.tokens, args.delay_ms))
+    flow.write_text(flow_yaml(args.tokens, args.delay_ms, args.pair_replicas))
     port = free_port()
     up = C.Proc([sys.executable, "-m", "flowctl", "up", str(flow), "--port", str(port), "--ui-port", "0", "--no-reload"], work / "up.log")
     try:
