@@ -110,7 +110,9 @@ class ReplicaSetNode:
         down = [(name, status) for name, status in statuses if not status.ready]
         why = "; ".join(f"{name} {status.reason or status.state.value}" for name, status in down)
         last_exit = next((status.last_exit for _, status in reversed(statuses) if status.last_exit), None)
-        if not down:
+        if self._state is ServiceState.STARTING:
+            state, reason = ServiceState.STARTING, f"{ready} of {len(statuses)} replicas ready" + (f" ({why})" if why else "")
+        elif not down:
             state, reason = ServiceState.READY, None
         elif ready:
             state, reason = ServiceState.DEGRADED, f"{ready} of {len(statuses)} replicas ready ({why})"
