@@ -91,6 +91,17 @@ class _Compiler:
             elif need not in upstream:
                 upstream.append(need)
                 defaulted[need] = False
+        for target, where in spec.services_named():
+            path = (*at, *where)
+            if target not in self.spec.nodes:
+                self._unknown_node(target, path)
+                continue
+            problem = self.spec.nodes[target].unservable()
+            if problem is not None:
+                self.error(f"`service: {target}`: {problem}", path, hint="name a process-start node with `port:`, or give a `url:`")
+            elif target not in upstream:
+                upstream.append(target)
+                defaulted[target] = False
         for router in routed_by:
             if router not in upstream:
                 upstream.append(router)

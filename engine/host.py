@@ -155,6 +155,9 @@ class FlowHost:
         result: dict[str, Any] = {"ready": not down and not self._closing, "services": services}
         if down:
             result["not_ready"] = down
+        degraded = self.supervisor.degraded(self.flow.services)
+        if degraded:
+            result["degraded"] = degraded
         if self._closing:
             result["not_ready"] = {**down, "flowctl": "shutting down"}
         if self.reload_error is not None:
@@ -222,7 +225,7 @@ class FlowHost:
                     yield chunk
             else:
                 # the per-token loop: straight from the output node (see WorkflowRun)
-                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, on_usage=record.add_usage, session=run.session)
+                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools)
                 try:
                     chunks = await engine.open()
                     if chunks is not None:
@@ -271,7 +274,7 @@ class FlowHost:
 
     async def _with_events(self, run: PreparedRun) -> AsyncGenerator[Any, None]:
         record = run.record
-        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True, on_usage=record.add_usage, session=run.session)
+        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools)
         try:
             async for chunk in chunks:
                 if chunk.__class__ is not NodeEvent:
@@ -375,4 +378,7 @@ class FlowHost:
         for key in ("port", "url"):
             if output.get(key) is not None:
                 result[key] = output[key]
+        replicas = self.supervisor.replicas(node_id)
+        if replicas is not None:
+            result["replicas"] = replicas
         return result

@@ -89,15 +89,26 @@ def present(state_dir: Path) -> list[str]:
     return names
 
 
+def replica_logs(names: Iterable[str], service: str) -> list[str]:
+    """The replicas of `service` among log `names` (`llm.0`, `llm.1`, ...), by index.
+
+    >>> replica_logs(["llm", "llm.1", "llm.0", "llm.x", "llm-env", "llm.10"], "llm")
+    ['llm.0', 'llm.1', 'llm.10']
+    """
+    prefix = service + "."
+    found = [name for name in names if name.startswith(prefix) and name[len(prefix) :].isdigit()]
+    return sorted(found, key=lambda name: int(name[len(prefix) :]))
+
+
 def pick_sources(state_dir: Path, names: Sequence[str], known: Sequence[str] | None) -> list[LogSource]:
     """The logs to read for `names` (all, when empty). `known`: the flow's service ids, or
     None when the flow could not be loaded (then the log files present are what is known).
     Raises InputError for a path, ServiceNotFound for an unknown name."""
     for name in names:
         check_name(name)
-    allowed = [*known, SELF] if known is not None else present(state_dir)
+    on_disk = present(state_dir)
+    allowed = [*known, *(replica for service in known for replica in replica_logs(on_disk, service)), SELF] if known is not None else on_disk
     if not names:
-        on_disk = set(present(state_dir))
         chosen = [name for name in allowed if name in on_disk]
     else:
         chosen = []
@@ -106,8 +117,11 @@ def pick_sources(state_dir: Path, names: Sequence[str], known: Sequence[str] | N
                 match = difflib.get_close_matches(name, allowed, n=1, cutoff=0.5)
                 hint = f"did you mean '{match[0]}'?" if match else ("logs: " + ", ".join(allowed) if allowed else "no service has run yet")
                 raise ServiceNotFound(name, hint=hint)
-            if name not in chosen:
-                chosen.append(name)
+            replicas = replica_logs(on_disk, name)
+            # a service with replicas means all of them (`llm` -> llm.0, llm.1, ...)
+            for each in ([name] if name in on_disk or not replicas else []) + replicas:
+                if each not in chosen:
+                    chosen.append(each)
     return [LogSource(name, own_log_file(state_dir) if name == SELF else log_file(state_dir, name)) for name in chosen]
 
 

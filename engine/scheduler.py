@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from ..nodes.balancer import ReplicaPool
 from ..nodes.base import Chunks, RunContext
 from ..nodes.http_transport import StreamingTransport
 from ..nodes.registry import create_run_node
@@ -109,11 +110,13 @@ def run_workflow(
     events: bool = False,
     on_usage: Callable[[TokenUsage], None] | None = None,
     session: str | None = None,
+    pools: Mapping[str, ReplicaPool] | None = None,
 ) -> Chunks:
     """The workflow's output chunks (and, with `events`, `NodeEvent`s between them).
     `inputs` must already be validated and cast. Close the iterator to stop the run.
-    `on_usage` hears each node's token counts, when its upstream reports them."""
-    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage, session=session)
+    `on_usage` hears each node's token counts, when its upstream reports them; `pools` are
+    the running services' balancing pools (http-stream's `service:`)."""
+    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage, session=session, pools=pools)
     return run.chunks_with_events() if events else run.chunks()
 
 
@@ -135,8 +138,22 @@ class WorkflowRun:
             await run.close()
     """
 
-    def __init__(self, flow: CompiledFlow, workflow: CompiledWorkflow, inputs: Mapping[str, Any], *, run_id: str, http: httpx.AsyncClient, service_outputs: Mapping[str, Any], events: bool = False, on_usage: Callable[[TokenUsage], None] | None = None, session: str | None = None) -> None:
+    def __init__(
+        self,
+        flow: CompiledFlow,
+        workflow: CompiledWorkflow,
+        inputs: Mapping[str, Any],
+        *,
+        run_id: str,
+        http: httpx.AsyncClient,
+        service_outputs: Mapping[str, Any],
+        events: bool = False,
+        on_usage: Callable[[TokenUsage], None] | None = None,
+        session: str | None = None,
+        pools: Mapping[str, ReplicaPool] | None = None,
+    ) -> None:
         self.flow = flow
+        self.pools: Mapping[str, ReplicaPool] = pools if pools is not None else {}
         self.on_usage = on_usage
         self.workflow = workflow
         self.nodes = flow.nodes
@@ -367,7 +384,7 @@ class WorkflowRun:
                 return getattr(node.spec, field)
             return compiled.render(scope)
 
-        ctx = RunContext(node_id=node_id, run_id=self.run_id, resolve=resolve, http=self.http, fields=node.fields, scope=scope)
+        ctx = RunContext(node_id=node_id, run_id=self.run_id, resolve=resolve, http=self.http, fields=node.fields, scope=scope, pools=self.pools)
         if self.events is not None:
             ctx.report = lambda state, **details: self.emit(node_id, state, details=details)
         if self.on_usage is not None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..nodes.balancer import ReplicaPool
 from ..nodes.base import LogSink, ServiceContext, ServiceLine, ServiceNode, ServiceState, ServiceStatus
 from ..nodes.registry import create_service
 from .errors import FlowctlError, RunError, ServiceError, TemplateError, UpstreamError
@@ -34,6 +36,9 @@ class Supervisor:
         self._failed: dict[str, ServiceStatus] = {}
         self._fingerprints: dict[str, str] = {}
         self.outputs: dict[str, Any] = {}
+        #: each running service's balancing pool (its replicas, or its one process), for
+        #: http-stream's `service:`; read live, so replicas coming and going need no reload
+        self.pools: dict[str, ReplicaPool] = {}
         self._order: list[str] = []
         self._lock = asyncio.Lock()
         #: services a reload is about to restart, waiting for the runs in flight on them: not
@@ -65,6 +70,16 @@ class Supervisor:
             elif not node.status.ready:
                 missing[node_id] = node.status.reason or node.status.state.value
         return missing
+
+    def replicas(self, node_id: str) -> list[dict[str, Any]] | None:
+        """The replicas of a service that has them, as `/ready` shows them; None otherwise."""
+        describe = getattr(self._nodes.get(node_id), "replicas", None)
+        return describe() if callable(describe) else None
+
+    def degraded(self, node_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """Services (of `node_ids`, default all) that serve with some replicas down, with why."""
+        wanted = list(node_ids) if node_ids is not None else self._order
+        return {node_id: node.status.reason or "degraded" for node_id in wanted if (node := self._nodes.get(node_id)) is not None and node.status.state is ServiceState.DEGRADED}
 
     def lives(self, node_ids: Iterable[str]) -> dict[str, tuple[int | None, int]]:
         """Which life each service is in: (pid, restarts). A run takes this at its start and
@@ -111,12 +126,15 @@ class Supervisor:
     async def explain(self, error: RunError, node_ids: Iterable[str]) -> str:
         """`error`'s message, with the services among `node_ids` that are down and why. When the
         error is a broken connection, the services get a moment (`settle`) to show a death."""
-        if isinstance(error, UpstreamError) and error.status is None:
+        broken = isinstance(error, UpstreamError) and error.status is None
+        if broken:
             await self.settle(node_ids)
         down = self.not_ready(node_ids)
-        if not down:
+        # a replica that broke a run is down while its service still serves: say so too
+        degraded = self.degraded(node_ids) if broken else {}
+        if not down and not degraded:
             return str(error)
-        states = "; ".join(f"service '{node}' {reason}" for node, reason in down.items())
+        states = "; ".join([*(f"service '{node}' {reason}" for node, reason in down.items()), *(f"service '{node}' degraded: {reason}" for node, reason in degraded.items())])
         return f"{error} ({states})"
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -141,8 +159,9 @@ class Supervisor:
 
     async def _start_one(self, flow: CompiledFlow, node_id: str, *, rebuild: bool = False) -> None:
         node = flow.nodes[node_id]
+        outputs = dict(self.outputs)
         try:
-            resolved = resolve_fields(flow, node_id, self.outputs)
+            resolved = resolve_fields(flow, node_id, outputs)
         except TemplateError as exc:
             raise ServiceError(node_id, exc.message, hint=exc.hint) from None
         instance = create_service(node.spec)
@@ -151,9 +170,13 @@ class Supervisor:
         self._fingerprints[node_id] = flow.service_fingerprints[node_id]
         if node_id not in self._order:
             self._order.append(node_id)
-        ctx = ServiceContext(node_id=node_id, resolved=resolved, state_dir=self.state_dir, log=self.log, on_change=self.on_change, rebuild=rebuild)
+        render = functools.partial(resolve_fields, flow, node_id, outputs)  # `${replica.*}` filled at launch
+        ctx = ServiceContext(node_id=node_id, resolved=resolved, state_dir=self.state_dir, log=self.log, on_change=self.on_change, rebuild=rebuild, render=render)
         try:
             self.outputs[node_id] = await instance.start(ctx)
+            pool = getattr(instance, "pool", None)
+            if isinstance(pool, ReplicaPool):
+                self.pools[node_id] = pool
         except BaseException as exc:
             if isinstance(exc, FlowctlError | OSError):
                 instance.status.state = ServiceState.FAILED
@@ -172,6 +195,7 @@ class Supervisor:
             await instance.stop()
         self._nodes.pop(node_id, None)
         self.outputs.pop(node_id, None)
+        self.pools.pop(node_id, None)
 
     async def _stop_one(self, node_id: str) -> None:
         instance = self._nodes.get(node_id)
@@ -252,10 +276,15 @@ class Supervisor:
             return touched
 
 
-def resolve_fields(flow: CompiledFlow, node_id: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_fields(flow: CompiledFlow, node_id: str, outputs: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A service node's template fields rendered against the environment and the outputs of
-    the services started before it. Raises TemplateError for what is not there."""
-    scope = {"env": os.environ, "nodes": {sid: {"output": out} for sid, out in outputs.items()}}
+    the services started before it, plus `extra` sources (`replica`: which copy, its port;
+    by default the first copy, on the node's fixed port or 0 for `port: auto` until one is
+    chosen). Raises TemplateError for what is not there."""
+    port = getattr(flow.nodes[node_id].spec, "port", None)
+    scope: dict[str, Any] = {"env": os.environ, "nodes": {sid: {"output": out} for sid, out in outputs.items()}}
+    scope["replica"] = {"index": 0, "name": node_id, "port": port if isinstance(port, int) else 0}
+    scope.update(extra or {})
     return {name: value.render(scope) for name, value in flow.nodes[node_id].fields.items()}
 
 

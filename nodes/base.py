@@ -33,6 +33,7 @@ from ..engine.usage import TokenUsage
 
 if TYPE_CHECKING:
     from ..engine.templating import CompiledValue
+    from .balancer import ReplicaPool
 
 
 class NodeKind(str, enum.Enum):
@@ -79,6 +80,15 @@ class NodeSpecBase(BaseModel):
         is named; they run only when chosen."""
         return []
 
+    def services_named(self) -> list[tuple[str, tuple[str | int, ...]]]:
+        """Services this node sends requests to by name (http-stream's `service:`), each with
+        where in this spec it is named: each is an upstream of this node."""
+        return []
+
+    def unservable(self) -> str | None:
+        """Why another node cannot name this one as its `service:` (None: it can)."""
+        return f"a '{self.type}' node serves no HTTP"
+
 
 class RunNodeSpec(NodeSpecBase):
     """Fields every per-run node accepts on top of the common ones: control flow that the
@@ -113,6 +123,8 @@ class ServiceState(str, enum.Enum):
     FAILED = "failed"
     RESTARTING = "restarting"
     STOPPED = "stopped"
+    #: a service with replicas, some of which are down: it still serves (ready), on the rest
+    DEGRADED = "degraded"
 
 
 @dataclass
@@ -130,7 +142,8 @@ class ServiceStatus:
 
     @property
     def ready(self) -> bool:
-        return self.state is ServiceState.READY
+        """It serves: ready, or degraded (some of its replicas down, the rest serving)."""
+        return self.state is ServiceState.READY or self.state is ServiceState.DEGRADED
 
 
 class LineKind(str, enum.Enum):
@@ -184,6 +197,15 @@ class ServiceContext:
     on_change: ChangeSink | None = None
     #: set up again even when the stamp says the setup is current (`flowctl up --build`)
     rebuild: bool = False
+    #: the node's template fields rendered again with extra sources (`{"replica": {...}}`
+    #: for `${replica.port}`: a port chosen at start); None: `resolved` is all there is
+    render: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    #: which replica of its node this is (0 for a node without replicas)
+    replica_index: int = 0
+
+    def fields(self, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The template fields rendered with `extra` sources (or `resolved` when it cannot)."""
+        return self.render(extra) if self.render is not None else self.resolved
 
     def event(self, text: str) -> None:
         """flowctl's words about this service (started, ready, exited)."""
@@ -270,6 +292,8 @@ class RunContext:
     run_item: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None
     #: a node whose upstream reported token counts (OpenAI's `usage`) says so, once, at its end
     usage: Callable[[TokenUsage], None] = field(default=lambda usage: None)
+    #: the running services' balancing pools by node id (http-stream's `service:`)
+    pools: Mapping[str, ReplicaPool] = field(default_factory=dict)
 
 
 #: what a per-run node yields; an async generator, so its consumer can `aclose` it

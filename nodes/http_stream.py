@@ -20,6 +20,13 @@ invalid (an input with a line break in a header, a port out of range) is the inp
 (`InputError`, HTTP 422 naming it) or, when no input is involved, the flow's (`RunError`).
 URLs in messages are redacted (`http_url.redact_url`).
 
+`service: llm` (with `path: /v1/chat/completions`) sends the request to one of a
+process-start node's replicas instead of a fixed `url:`, chosen per attempt by the service's
+pool (`balancer.py`: least streams in flight, ties by rotation, a replica that refused a
+connection cooled down). A request that could not reach its replica, or whose connection
+broke before the first byte of the answer, goes to another replica at once (once per
+replica); after the first byte it is never sent again. Errors name the replica.
+
 `retry:` sends the request again after a failure before the first byte of the answer
 (connect errors, a connection lost before the response, 5xx): a half-streamed answer is never
 asked for twice. The hot loop is one generator frame per token: the body's reads are split
@@ -43,11 +50,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..engine.errors import InputError, MissingValueError, RunError, UpstreamError, clip
 from ..engine.templating import MISSING, path_walker
 from ..engine.usage import TokenUsage
+from .balancer import Endpoint, ReplicaPool
 from .base import Chunks, RunContext, RunNodeSpec
 from .deadline import WaitDeadline
 from .http_form import BodyFormat, FormValueError, body_format, media_fields, multipart, urlencoded, without_content_type
@@ -101,13 +109,18 @@ class RetrySpec(BaseModel):
 
 
 class HttpStreamSpec(RunNodeSpec):
-    template_fields: ClassVar[tuple[str, ...]] = (*RunNodeSpec.template_fields, "method", "url", "headers", "params", "body", "output")
+    template_fields: ClassVar[tuple[str, ...]] = (*RunNodeSpec.template_fields, "method", "url", "path", "headers", "params", "body", "output")
     #: `output:` reads each stream chunk as `response[]` (the whole body as `response`)
     field_sources: ClassVar[Mapping[str, frozenset[str]]] = {"output": frozenset({"response", "response[]"})}
 
     type: Literal["http-stream"]
     method: str = "POST"
-    url: str
+    #: where the request goes (or name a `service:`)
+    url: str | None = None
+    #: a process-start node whose replicas (or one process) the requests are balanced over
+    service: str | None = None
+    #: with `service:`, the path (and query) asked of the chosen replica
+    path: str = "/"
     headers: dict[str, Any] = {}
     params: dict[str, Any] = {}
     #: a mapping or list is sent as JSON; a string as is (see `body_format`)
@@ -128,6 +141,31 @@ class HttpStreamSpec(RunNodeSpec):
     #: retry before the first byte of the answer (`retry: {max_attempts: 3}`); none by default
     retry: RetrySpec | None = None
 
+    @field_validator("service")
+    @classmethod
+    def _not_both(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("url") is not None:
+            raise ValueError("give either `url:` or `service:` (a process-start node to balance over), not both")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path_with_service(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("service") is None:
+            raise ValueError("`path:` goes with `service:` (with `url:`, write the path in the URL)")
+        if not value.startswith(("/", "${")):
+            raise ValueError(f"`path: {value}` must start with /")
+        return value
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> HttpStreamSpec:
+        if self.url is None and self.service is None:
+            raise ValueError("`url:` or `service:` is required")
+        return self
+
+    def services_named(self) -> list[tuple[str, tuple[str | int, ...]]]:
+        return [(self.service, ("service",))] if self.service is not None else []
+
 
 class HttpStreamNode:
     def __init__(self, spec: HttpStreamSpec) -> None:
@@ -135,15 +173,16 @@ class HttpStreamNode:
 
     async def run(self, ctx: RunContext) -> Chunks:
         spec = self.spec
-        request = self._request(ctx)
-        shown = f"{request.method} {redact_url(str(request.url))}"
-        response = await self._answer(ctx, request, shown)
+        pool = self._pool(ctx)
+        response, target, shown = await self._answer(ctx, pool)
         # [0]: the last `usage` object the upstream sent (OpenAI's token counts), if any
         usage: list[Any] = [None]
+        failed = True  # until the body is read to its end: a replica's failures count it
         try:
             if spec.stream_format is None:
                 async for value in self._whole(ctx, shown, response, usage):
                     yield value
+                failed = False
                 return
             # one frame per token: the body's reads, split into events inline (a plain
             # splitter object, no generator between), extracted, yielded
@@ -181,6 +220,7 @@ class HttpStreamNode:
                         if value is _NOTHING:
                             continue
                         if value is _DONE:
+                            failed = False
                             await _drain(reads)
                             return
                         if not flowing:
@@ -190,38 +230,86 @@ class HttpStreamNode:
                     if ended:
                         if not whole[0]:
                             raise UpstreamError(ctx.node_id, f"{shown}: the stream stopped before its end (no `data: [DONE]` and no finish_reason): the answer is cut short; an upstream that never sends an end marker needs `require_end: false`")
+                        failed = False
                         return
             finally:
                 deadline.close()
         except httpx.HTTPError as exc:
             raise UpstreamError(ctx.node_id, f"{shown}: {_describe(exc)}") from None
+        except (GeneratorExit, asyncio.CancelledError):
+            failed = False  # the consumer stopped reading: not the replica's failure
+            raise
         finally:
             await response.aclose()
+            if target is not None:
+                target.release(failed=failed)
             reported = TokenUsage.from_openai(usage[0])
             if reported is not None:
                 ctx.usage(reported)
 
-    async def _answer(self, ctx: RunContext, request: httpx.Request, shown: str) -> httpx.Response:
-        """Send `request` until a 2xx answer begins (retrying per `retry:`, before the first
-        byte of the answer only); raise UpstreamError otherwise."""
+    def _pool(self, ctx: RunContext) -> ReplicaPool | None:
+        service = self.spec.service
+        if service is None:
+            return None
+        pool = ctx.pools.get(service)
+        if pool is None:
+            raise UpstreamError(ctx.node_id, f"service '{service}' is not running")
+        return pool
+
+    async def _answer(self, ctx: RunContext, pool: ReplicaPool | None) -> tuple[httpx.Response, Endpoint | None, str]:
+        """Send the request until a 2xx answer begins: (the response, the replica it came
+        from when balancing, the request as errors show it). Before the first byte of an
+        answer, a replica that could not be reached is left for another one (once each);
+        then `retry:` applies, as for a plain `url:`. Raises UpstreamError otherwise."""
         spec = self.spec
         retry = spec.retry
         attempts = retry.max_attempts if retry is not None else 1
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        avoid: set[str] = set()  # replicas this run could not get an answer from
+        while True:
+            target = None
+            if pool is not None:
+                target = pool.pick(avoid)
+                if target is None:
+                    raise UpstreamError(ctx.node_id, f"service '{spec.service}': no replica is ready")
+            try:
+                request = self._request(ctx, target.url if target is not None else None)
+            except BaseException:
+                if target is not None:
+                    target.release()
+                raise
+            shown = f"{request.method} {redact_url(str(request.url))}"
+            if target is not None:
+                shown = f"replica '{target.name}': {shown}"
             try:
                 async with asyncio.timeout(spec.timeout.first_byte):
                     response = await ctx.http.send(request, stream=True)
             except TimeoutError:
+                if target is not None:
+                    target.release(failed=True)
                 raise UpstreamError(ctx.node_id, f"{shown}: no response within {spec.timeout.first_byte:g}s") from None
             except httpx.HTTPError as exc:
                 error = UpstreamError(ctx.node_id, f"{shown}: {_describe(exc)}")
+                if target is not None and pool is not None:
+                    target.release(failed=True)
+                    if _not_sent(exc):
+                        target.cool_down()
+                    avoid.add(target.name)
+                    if _unanswered(exc) and pool.has_other(avoid):
+                        ctx.report("failover", replica=target.name, error=error.message)
+                        continue
                 if retry is not None and attempt < attempts and _not_sent(exc):
                     await _pause(ctx, retry, attempt, error)
+                    attempt += 1
                     continue
                 raise error from None
+            except BaseException:  # cancelled while connecting or waiting for the answer
+                if target is not None:
+                    target.release()
+                raise
             status = response.status_code
             if 200 <= status < 300:
-                return response
+                return response, target, shown
             try:
                 if 300 <= status < 400:
                     where = redact_url(response.headers.get("location", "")) or "nowhere"
@@ -230,22 +318,28 @@ class HttpStreamNode:
                     excerpt = await _excerpt(response)
             finally:
                 await response.aclose()
+                if target is not None:
+                    target.release(failed=True)
+                    avoid.add(target.name)
             error = UpstreamError(ctx.node_id, f"{shown} answered {status}: {excerpt}", status=status, body=excerpt)
             if retry is not None and attempt < attempts and retry.retries_status(status):
                 await _pause(ctx, retry, attempt, error)
+                attempt += 1
                 continue
             raise error
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _request(self, ctx: RunContext) -> httpx.Request:
-        """The request this run sends, checked part by part before anything goes out."""
+    def _request(self, ctx: RunContext, base: str | None = None) -> httpx.Request:
+        """The request this run sends (to replica `base` + `path:` when balancing), checked
+        part by part before anything goes out."""
         spec = self.spec
         method = str(ctx.resolve("method")).upper()
-        compiled_url = ctx.fields.get("url")
+        field = "url" if base is None else "path"
+        compiled = ctx.fields.get(field)
         try:
-            url = _url(render_url(compiled_url, ctx.scope) if compiled_url is not None else spec.url)
+            text = render_url(compiled, ctx.scope) if compiled is not None else str(getattr(spec, field))
+            url = _url(text if base is None else base.rstrip("/") + text)
         except (httpx.InvalidURL, UnicodeError) as exc:
-            raise _rejected(ctx, ("url",), _reason(exc)) from None
+            raise _rejected(ctx, (field,), _reason(exc)) from None
         if url.scheme not in ("http", "https") or not url.host:
             raise _rejected(ctx, ("url",), f"'{redact_url(str(url))}' is not an http(s) URL with a host")
         if url.port is not None and not 0 < url.port < 65536:
@@ -455,6 +549,13 @@ def _charset(response: httpx.Response) -> str:
 def _url(text: str) -> httpx.URL:
     """A URL parsed once: most nodes send every run to the same URL."""
     return httpx.URL(text)
+
+
+def _unanswered(exc: httpx.HTTPError) -> bool:
+    """No byte of an answer came: the connection could not be made, or broke before the
+    response began (a replica that died with the request on its way). Such a request may go
+    to another replica; one whose answer had begun never is."""
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
 
 
 def _not_sent(exc: httpx.HTTPError) -> bool:

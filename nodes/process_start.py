@@ -22,6 +22,11 @@ events.
       # readiness: {http: /v1/completions, method: POST, body: {prompt: Hi, max_tokens: 1}}
       restart: on-failure          # or {policy: on-failure, max_restarts: 5, backoff: 1}
       stop_timeout: 20
+
+`port: auto` takes a free port at start (kept across restarts while it stays free); the
+command reads it as `${replica.port}` (also `${replica.index}`, `${replica.name}`).
+`replicas: N` runs N copies (`llm.0`, `llm.1`, ...) owned by a `ReplicaSetNode`
+(`replica_set.py`), placed by `placement:` (`nodes/placement/`); this module is one copy.
 """
 
 from __future__ import annotations
@@ -30,16 +35,20 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..engine.errors import ServiceError
+from .balancer import Endpoint, ReplicaPool
 from .base import NodeKind, NodeSpecBase, ServiceContext, ServiceState, ServiceStatus
 from .heartbeat import heartbeat
+from .placement.base import PlacementSpec
 from .ports import foreign_answerer, port_conflict
 from .process_group import ProcessGroup, describe_exit
 from .process_log import ProcessLog, log_file
@@ -50,9 +59,14 @@ from .restart import RestartSpec, decide, restart_schema
 EXIT_TAIL_LINES = 5
 
 
+#: what `${replica.*}` offers a process-start node's command, env and cwd
+_REPLICA_SOURCE = frozenset({"replica"})
+
+
 class ProcessStartSpec(NodeSpecBase):
     kind: ClassVar[NodeKind] = NodeKind.SERVICE
     template_fields: ClassVar[tuple[str, ...]] = ("command", "env", "cwd")
+    field_sources: ClassVar[Mapping[str, frozenset[str]]] = {"command": _REPLICA_SOURCE, "env": _REPLICA_SOURCE, "cwd": _REPLICA_SOURCE}
 
     type: Literal["process-start"]
     #: argv list (each item one argument, never re-split); a string is run by `bash -c`
@@ -60,12 +74,29 @@ class ProcessStartSpec(NodeSpecBase):
     env: dict[str, str] = {}
     cwd: str | None = None
     host: str = "127.0.0.1"
-    port: int | None = Field(default=None, ge=1, le=65535)
+    #: the port it listens on, or `auto`: a free one chosen at start (`${replica.port}`)
+    port: Annotated[int, Field(ge=1, le=65535)] | Literal["auto"] | None = None
+    #: copies of the process, each its own process group and port (`port: auto`), balanced
+    #: over by http-stream's `service:`
+    replicas: int = Field(default=1, ge=1, le=256)
+    #: where the replicas run: `{engine: local | ray, address, resources, spread}`
+    placement: PlacementSpec = PlacementSpec()
     readiness: ReadinessSpec = ReadinessSpec()
     #: `never`, `on-failure` or `always`, or a mapping with the policy, limit and backoff
     restart: RestartSpec = Field(default=RestartSpec(), json_schema_extra=restart_schema)
     #: seconds between SIGTERM and SIGKILL when stopping the process group
     stop_timeout: float = Field(default=10.0, ge=0)
+
+    def unservable(self) -> str | None:
+        return None if self.port is not None else "it has no `port:` to send requests to"
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas_need_ports(cls, value: int, info: ValidationInfo) -> int:
+        port = info.data.get("port")
+        if value > 1 and isinstance(port, int):
+            raise ValueError(f"{value} replicas cannot all listen on port {port}: write `port: auto` (each replica gets a free port, `${{replica.port}}` in the command)")
+        return value
 
     @field_validator("restart", mode="before")
     @classmethod
@@ -93,6 +124,13 @@ class ProcessStartNode:
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
         self._reported_exit: int | None = None  # the pid whose exit was reported last
+        #: the port it listens on: `port:`, or with `port: auto` the one chosen at start
+        self.port: int | None = spec.port if isinstance(spec.port, int) else None
+        #: the exit code of the process's last death (None: not died, or unknown)
+        self.last_exit_code: int | None = None
+        #: a pool of one, so http-stream's `service:` reads a plain node as it reads replicas
+        self._endpoint = Endpoint("", lambda: self.output["url"], lambda: self.status.ready)
+        self.pool = ReplicaPool("", lambda: [self._endpoint])
 
     @property
     def status(self) -> ServiceStatus:
@@ -116,6 +154,7 @@ class ProcessStartNode:
 
     async def start(self, ctx: ServiceContext) -> dict[str, Any]:
         self._ctx = ctx
+        self._endpoint.name = self.pool.service = ctx.node_id
         self._stopping = False
         self._log.open(log_file(ctx.state_dir, ctx.node_id))
         try:
@@ -129,8 +168,16 @@ class ProcessStartNode:
     @property
     def output(self) -> dict[str, Any]:
         spec = self.spec
-        url = f"http://{url_host(spec.host)}:{spec.port}" if spec.port else None
-        return {"pid": self._group.pid if self._group else None, "host": spec.host, "port": spec.port, "url": url}
+        url = f"http://{url_host(spec.host)}:{self.port}" if self.port else None
+        return {"pid": self._group.pid if self._group else None, "host": spec.host, "port": self.port, "url": url}
+
+    async def supervised(self) -> None:
+        """Return once supervision is over for good: the process is down and its restart
+        policy will not bring it back (or the node was stopped)."""
+        watcher = self._watcher
+        if watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(watcher)
 
     @property
     def log_path(self) -> Path | None:
@@ -191,17 +238,19 @@ class ProcessStartNode:
 
     async def _launch_until_ready(self, ctx: ServiceContext) -> None:
         spec = self.spec
-        if spec.port is not None:
-            held = port_conflict(spec.host, spec.port)
+        if spec.port == "auto" and (self.port is None or port_conflict(spec.host, self.port) is not None):
+            self.port = free_port(spec.host)  # a restart keeps its port while it is free
+        if self.port is not None:
+            held = port_conflict(spec.host, self.port)
             if held is not None:
                 self._set(ServiceState.FAILED, held)
                 self._record(held)
                 raise ServiceError(ctx.node_id, held, hint="stop that process or give this node another `port:`")
         self._set(ServiceState.STARTING, "starting")
         self._log.tail.clear()
-        resolved = ctx.resolved
+        resolved = ctx.fields({"replica": {"index": ctx.replica_index, "name": ctx.node_id, "port": self.port}})
         command = resolved["command"]
-        argv = ["bash", "-c", command] if isinstance(command, str) else [str(a) for a in command]
+        argv = ["bash", "-c", command] if isinstance(command, str) else command_argv(command)
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in (resolved.get("env") or {}).items()})
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -259,7 +308,7 @@ class ProcessStartNode:
                         self._status.last_exit = reason
                         self._record(reason)
                         raise ServiceError(ctx.node_id, f"{reason}; last output:\n{self._log.last(10)}")
-                    if await probe(probe_spec, self.spec.host, self.spec.port, client) and group.peek_exit() is False:
+                    if await probe(probe_spec, self.spec.host, self.port, client) and group.peek_exit() is False:
                         self._check_owner(ctx, group)
                         return
                     now = time.monotonic()
@@ -277,16 +326,16 @@ class ProcessStartNode:
     def _check_owner(self, ctx: ServiceContext, group: ProcessGroup) -> None:
         """The probe answered, but is it our process answering? A listener that was there
         before our process started (it won a race past the pre-check) is not ours."""
-        if self.spec.port is None:
+        if self.port is None:
             return
-        reason = foreign_answerer(self.spec.port, self.spec.host, group.pgid, group.pid)
+        reason = foreign_answerer(self.port, self.spec.host, group.pgid, group.pid)
         if reason is not None:
             self._set(ServiceState.FAILED, reason)
             self._record(reason)
             raise ServiceError(ctx.node_id, reason, hint="stop that process or give this node another `port:`")
 
     def _probe_text(self) -> str:
-        return describe_probe(self.spec.readiness, self.spec.host, self.spec.port)
+        return describe_probe(self.spec.readiness, self.spec.host, self.port)
 
     # -- liveness and restart ----------------------------------------------------------------
 
@@ -313,6 +362,7 @@ class ProcessStartNode:
             if self._stopping:
                 return
             uptime = time.monotonic() - up_since
+            self.last_exit_code = code
             # tell the owner first, at once: runs in flight fail, /ready turns 503
             reason = describe_exit(code)
             self._set(ServiceState.FAILED, reason)
@@ -388,3 +438,25 @@ class ProcessStartNode:
     def _record(self, event: str) -> None:
         """A supervision event, in the node's log file beside the process's own lines."""
         self._log.event(event)
+
+
+def command_argv(command: list[Any]) -> list[str]:
+    """A command list as argv: an item that was one template yielding a list (the URLs of a
+    service's replicas, `${nodes.llm.output.replicas}`) is one argument per element, each
+    still a single argument, never split by a shell.
+
+    >>> command_argv(["router", "--worker-urls", ["http://a:1", "http://b:2"], "--port", 8000])
+    ['router', '--worker-urls', 'http://a:1', 'http://b:2', '--port', '8000']
+    """
+    return [str(part) for item in command for part in (item if isinstance(item, list) else [item])]
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on at `host` now, chosen by the kernel (`port: auto`). Another
+    process could take it before ours binds: the check before the start and the owner check
+    after the probe (`ports.py`) turn that race into a clear error, never a wrong "ready"."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host.strip("[]") if host not in ("localhost", "") else "127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

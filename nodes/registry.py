@@ -10,6 +10,7 @@ spec class says its own `type:` name (its `Literal`) and what the compiler needs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
@@ -20,15 +21,16 @@ from .env_setup import EnvSetupNode, EnvSetupSpec
 from .http_stream import HttpStreamNode, HttpStreamSpec
 from .loop import LoopNode, LoopSpec
 from .map import MapNode, MapSpec
-from .process_start import ProcessStartNode, ProcessStartSpec
+from .process_start import ProcessStartSpec
+from .replica_set import process_start_service
 from .sse_sink import SseSinkNode, SseSinkSpec
 from .switch import SwitchNode, SwitchSpec
 from .value import ValueNode, ValueSpec
 
 #: (spec, behaviour) of every node type: the one list to extend
-_TYPES: tuple[tuple[type[NodeSpecBase], type[Any]], ...] = (
+_TYPES: tuple[tuple[type[NodeSpecBase], Callable[[Any], Any]], ...] = (
     (EnvSetupSpec, EnvSetupNode),
-    (ProcessStartSpec, ProcessStartNode),
+    (ProcessStartSpec, process_start_service),
     (HttpStreamSpec, HttpStreamNode),
     (SseSinkSpec, SseSinkNode),
     (ValueSpec, ValueNode),
@@ -38,7 +40,7 @@ _TYPES: tuple[tuple[type[NodeSpecBase], type[Any]], ...] = (
     (LoopSpec, LoopNode),
 )
 
-NODE_TYPES: dict[str, tuple[type[NodeSpecBase], type[Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}
+NODE_TYPES: dict[str, tuple[type[NodeSpecBase], Callable[[Any], Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}
 
 if TYPE_CHECKING:
     NodeSpec = NodeSpecBase

@@ -21,6 +21,13 @@ prometheus-client's global one), so several apps in one process do not clash.
 | `flowctl_service_up` | gauge (1 ready, 0 not) | node |
 | `flowctl_service_restarts_total` | counter | node |
 | `flowctl_reloads_total` | counter | result (ok, error) |
+| `flowctl_replica_up` | gauge (1 serving, 0 not) | node, replica |
+| `flowctl_replica_in_flight` | gauge | node, replica |
+| `flowctl_replica_requests_total` | counter | node, replica |
+| `flowctl_replica_failures_total` | counter | node, replica |
+
+The replica series cover requests balanced by http-stream's `service:` (a `url:` names no
+replica); a node without replicas is its own one replica (`replica="llm"`).
 """
 
 from __future__ import annotations
@@ -67,6 +74,22 @@ class _ServiceCollector(Collector):
             restarts.add_metric([node], float(status.restarts if status is not None else 0))
         yield up
         yield restarts
+        yield from self._replicas()
+
+    def _replicas(self) -> Iterator[Metric]:
+        labels = ["node", "replica"]
+        up = GaugeMetricFamily("flowctl_replica_up", "1 while the replica serves, 0 otherwise.", labels=labels)
+        in_flight = GaugeMetricFamily("flowctl_replica_in_flight", "Streams balanced to the replica and not finished.", labels=labels)
+        requests = CounterMetricFamily("flowctl_replica_requests", "Requests balanced to the replica (every attempt).", labels=labels)
+        failures = CounterMetricFamily("flowctl_replica_failures", "Attempts that failed on the replica: no connection, a non-2xx answer, a stream broken off.", labels=labels)
+        for node, pool in list(self.host.supervisor.pools.items()):
+            for member in pool.members:
+                names = [node, member.name]
+                up.add_metric(names, 1.0 if member.ready else 0.0)
+                in_flight.add_metric(names, float(member.in_flight))
+                requests.add_metric(names, float(member.requests))
+                failures.add_metric(names, float(member.failures))
+        yield from (up, in_flight, requests, failures)
 
 
 @dataclass(frozen=True)

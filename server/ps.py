@@ -28,7 +28,7 @@ from .pidfile import PidFile, UpRecord
 #: the table's headings; `_row` fills them from a service's /ready entry
 COLUMNS: tuple[str, ...] = ("SERVICE", "TYPE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME", "LAST EXIT", "URL")
 
-_STATE_COLOURS = {"ready": "32", "failed": "31", "starting": "33", "restarting": "33", "pending": "2", "stopped": "2"}
+_STATE_COLOURS = {"ready": "32", "failed": "31", "starting": "33", "restarting": "33", "degraded": "33", "pending": "2", "stopped": "2"}
 
 
 def ps(flow: str | Path, *, as_json: bool = False) -> int:
@@ -106,8 +106,12 @@ def _rows(services: Mapping[str, Any], now: float) -> Iterator[tuple[str, ...]]:
         for key, value in info.items():  # per-item detail a service reports (replicas, ...)
             if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
                 for index, item in enumerate(value):
-                    name = item.get("id", item.get("name", index))
-                    yield _row(f"  {node_id}/{name}" if key in ("replicas", "instances") else f"  {node_id}.{key}[{name}]", item, now)
+                    name = str(item.get("id", item.get("name", index)))
+                    if key in ("replicas", "instances"):
+                        # flowctl's own replicas are named `<node>.<index>` already
+                        yield _row(f"  {name}" if name.startswith(f"{node_id}.") else f"  {node_id}/{name}", item, now)
+                    else:
+                        yield _row(f"  {node_id}.{key}[{name}]", item, now)
 
 
 def _row(name: str, info: Mapping[str, Any], now: float) -> tuple[str, ...]:

@@ -48,7 +48,7 @@ def service_logs(ctx: NamedDependency[ServerContext], node: FromPath[str], tail:
     if not 0 <= tail <= MAX_TAIL:
         raise BadRequest(f"`tail` must be 0..{MAX_TAIL}", field="tail", status=422)
     host = ctx.host
-    [source] = pick_sources(host.state_dir, [node], known=list(host.flow.services))
+    source = pick_sources(host.state_dir, [node], known=list(host.flow.services))[0]  # a service with replicas: its first (`llm.1` names another)
     if not follow:
         body = {"node": source.name, "lines": [_text(line, timestamps) for line in tail_log(source, tail)]}
         return ASGIResponse(body=json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")

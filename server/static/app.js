@@ -546,6 +546,26 @@ async function pollReady() {
         li.appendChild(why);
       }
       list.appendChild(li);
+      // a service with replicas: a row each (llm.0, llm.1), with its own state and log
+      for (const replica of svc.replicas || []) {
+        const row = document.createElement("li");
+        row.className = "replica";
+        row.dataset.node = replica.name;
+        row.dataset.state = replica.state;
+        const label = document.createElement("span");
+        label.textContent = replica.name;
+        const state = document.createElement("span");
+        state.className = "state";
+        state.textContent = replica.state + (replica.in_flight ? " · " + replica.in_flight + " in flight" : "");
+        row.append(label, state, logPane.button(replica.name));
+        if (replica.reason && replica.state !== "ready") {
+          const why = document.createElement("span");
+          why.className = "reason";
+          why.textContent = replica.reason;
+          row.appendChild(why);
+        }
+        list.appendChild(row);
+      }
     }
     const banner = $("reload-error");
     banner.hidden = !body.reload_error;
