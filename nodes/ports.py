@@ -92,9 +92,24 @@ def port_holders(port: int, host: str | None = None) -> list[int]:
 
 
 def command_line(pid: int, limit: int = 80) -> str:
-    """`pid`'s command, shortened to `limit` characters, or `?`."""
+    """`pid`'s command, shortened to `limit` characters, or `?`. Long paths lose their folders
+    first (`.../fake_vllm.py`): the program and its arguments say more than where it lives,
+    and a deep checkout would otherwise push them past the limit."""
     text = proc.command_line(pid) or "?"
+    if len(text) > limit:
+        text = " ".join(_tail_of_path(word) for word in text.split(" "))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _tail_of_path(word: str) -> str:
+    """`/a/long/path/to/tool.py` as `.../tool.py`; any other word as it is.
+
+    >>> _tail_of_path("/work/checkout/tests/fake_server/fake_vllm.py"), _tail_of_path("--port")
+    ('.../fake_vllm.py', '--port')
+    """
+    if word.count("/") < 2 or word.endswith("/"):
+        return word
+    return ".../" + word.rsplit("/", 1)[1]
 
 
 def describe_holder(port: int, host: str | None = None) -> str:
