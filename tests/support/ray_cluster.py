@@ -16,6 +16,7 @@ check that it does.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from support.paths import PYTHON, TESTS_DIR
 from support.procs import free_port
@@ -35,11 +37,20 @@ _MAX_TEMP_DIR = 40
 
 def ray_missing() -> str | None:
     """Why the Ray tests cannot run here, or None when they can."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("ray") is None:  # not imported here: see `connect`
         return "ray is not installed (pip install 'flowctl[ray]'; `make test` does)"
     return None
+
+
+def connect(address: str) -> Any:
+    """This test process joined to the cluster as a Ray driver (to `ray.kill` an actor as a
+    user would), on loopback: the variable must be set before Ray is imported."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, namespace="flowctl", log_to_driver=False, logging_level="ERROR")
+    return ray
 
 
 def session_members(sid: int) -> list[int]:

@@ -18,9 +18,9 @@ import sys
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-import ray._private.ray_constants as ray_constants  # noqa: E402
-import ray._private.services as services  # noqa: E402
-from ray.scripts.scripts import main  # noqa: E402
+import ray._private.ray_constants as ray_constants
+import ray._private.services as services
+from ray.scripts.scripts import main
 
 ray_constants.ENABLE_RAY_CLUSTER = True  # past `ray start --address`'s refusal
 services.resolve_ip_for_localhost = lambda host: host  # 127.0.0.1 stays what it was given as
