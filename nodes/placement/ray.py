@@ -70,6 +70,8 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 def _import_ray(address: str | None) -> Any:
     if address is not None and address.rsplit(":", 1)[0] in _LOOPBACK:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray's C++ core would print a stack dump on the SIGTERM `flowctl up` stops on
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     import ray
 
     return ray
@@ -322,7 +324,7 @@ class RayReplica:
             except RayActorError as exc:
                 reason = _ray_reason(exc)
                 self._url = None
-                self._event(reason)
+                self._log.event(reason)  # the set says it on the console ("lost (...)")
                 self._set(ServiceState.FAILED, reason)
                 self._settle(ServiceError(self.name, reason, hint=_hint(reason)))
                 self._lose(ReplicaLoss(reason=reason, final=False, uptime=self._uptime()))

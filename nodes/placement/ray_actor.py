@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import tempfile
 from collections import deque
@@ -31,6 +32,7 @@ from typing import Any
 
 from ...engine.errors import FlowctlError
 from ..base import ServiceContext, ServiceLine, ServiceStatus
+from ..proc import alive
 from ..process_start import ProcessStartNode, ProcessStartSpec, free_port
 
 #: lines kept for an owner that has not fetched them yet
@@ -49,9 +51,7 @@ class ReplicaActor:
         self._lines: deque[tuple[int, str, str]] = deque(maxlen=_KEEP_LINES)
         self._waiters: list[asyncio.Future[None]] = []
         self._supervised: asyncio.Task[None] | None = None
-        # the node's own log file lives on this node, for as long as the actor does; the
-        # owner writes its copy from the lines it fetches
-        self._state_dir = Path(tempfile.mkdtemp(prefix=f"flowctl-ray-{name}-"))
+        self._state_dir = _state_dir(name)
 
     async def where(self, port: int | None) -> dict[str, Any]:
         """This node's address as Ray knows it, and the replica's port there."""
@@ -131,6 +131,22 @@ class ReplicaActor:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _state_dir(name: str) -> Path:
+    """Where the node's own log file lives on this Ray node, for as long as the actor does
+    (the owner writes its copy from the lines it fetches): `<tmp>/flowctl-ray/<pid>-<name>`.
+    An actor killed outright cannot remove its own: the next one on the node removes those
+    whose actor process is gone."""
+    base = Path(tempfile.gettempdir()) / "flowctl-ray"
+    with contextlib.suppress(OSError):
+        for stale in base.iterdir():
+            pid = stale.name.split("-", 1)[0]
+            if pid.isdigit() and not alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    path = base / f"{os.getpid()}-{name}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 __all__ = ["ReplicaActor"]
