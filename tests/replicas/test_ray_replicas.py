@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from replicas_support import replica_rows, replicas_flow, run_many, stats
+from replicas_support import replica_argv, replica_rows, replicas_flow, run_many, stats
 from supervision.supervision_support import MARK_ENV, marked, wait_gone
 from support.fake import expected_text
 from support.flows import q
@@ -53,7 +53,8 @@ def ray_flow(cluster: RayCluster, mark: str, *, spare: bool = True) -> str:
     """`llm`: two replicas of the fake, one slot each, strictly spread; `spare` (one replica,
     one slot: none left) pending; the chat workflow balanced over `llm`."""
     placement = {"engine": "ray", "address": cluster.address, "resources": {"slot": 1}}
-    text = replicas_flow(2, mark, restart="on-failure", backoff=2, placement={**placement, "spread": "strict"}, tokens=6)
+    command = [*replica_argv(tokens=6), "--host", "${replica.host}"]  # the node's address as Ray knows it
+    text = replicas_flow(2, mark, command=command, restart="on-failure", backoff=2, placement={**placement, "spread": "strict"})
     if spare:
         node = [
             "  spare:",

@@ -131,8 +131,11 @@ def _start_node(root: Path, index: int, address: str, resources: Mapping[str, fl
     else:
         argv = [PYTHON, str(RAY_NODE), "start", "--address", address, *common]
     log_path = root / f"n{index}.log"
+    # what the node's workers write to the temp dir (a replica actor's own log) stays here too
+    tmp = root / "tmp"
+    tmp.mkdir(exist_ok=True)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)})
     node = RayNode(sid=proc.pid, temp_dir=temp_dir, resources=dict(resources), log_path=log_path)
     try:
         code = proc.wait(timeout)  # `ray start` returns once its node has joined
