@@ -84,12 +84,18 @@ class _Connection:
         self.users = 0
         self.owned = False  # we called ray.init (else someone else did: leave it to them)
         self.address: str | None = None
-        self.lock: asyncio.Lock | None = None
+        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self.ray: Any = None
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        """One lock per event loop (a test, or `flowctl run`, may run several loops in turn)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock[0] is not loop:
+            self._lock = (loop, asyncio.Lock())
+        return self._lock[1]
+
     async def join(self, address: str | None, node_id: str) -> Any:
-        if self.lock is None:
-            self.lock = asyncio.Lock()
         async with self.lock:
             ray = _import_ray(address)
             if self.users == 0 and not ray.is_initialized():
@@ -107,8 +113,6 @@ class _Connection:
             return ray
 
     async def leave(self) -> None:
-        if self.lock is None:
-            return
         async with self.lock:
             self.users -= 1
             if self.users == 0 and self.owned:
@@ -315,13 +319,16 @@ class RayReplica:
 
     async def _watch(self) -> None:
         """Fetch what the actor has to say until it is lost; Ray's own errors mean it is."""
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayError
 
         seen = 0
         while True:
             try:
                 news = await _future(self._actor.watch.remote(seen, WATCH_SECONDS))
-            except RayActorError as exc:
+            except ActorUnavailableError:  # unreachable for a moment: Ray says "died" when it is
+                await asyncio.sleep(1.0)
+                continue
+            except RayError as exc:
                 reason = _ray_reason(exc)
                 self._url = None
                 self._log.event(reason)  # the set says it on the console ("lost (...)")
