@@ -101,6 +101,7 @@ class _Connection:
             if self.users == 0 and not ray.is_initialized():
                 target = address or os.environ.get("RAY_ADDRESS") or "auto"
                 try:
+                    await asyncio.to_thread(_reachable, target)
                     await asyncio.to_thread(_init, ray, target)
                 except Exception as exc:  # ConnectionError, ValueError, RuntimeError: all mean "no cluster there"
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -118,6 +119,19 @@ class _Connection:
             if self.users == 0 and self.owned:
                 self.owned = False
                 await asyncio.to_thread(self.ray.shutdown)
+
+
+def _reachable(address: str) -> None:
+    """Raise ConnectionError at once when nothing listens at a `host:port` address: Ray would
+    retry for minutes, printing warnings meanwhile."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5.0):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"nothing answers there ({exc})") from None
 
 
 def _init(ray: Any, address: str) -> None:

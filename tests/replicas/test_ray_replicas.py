@@ -28,7 +28,7 @@ from supervision.supervision_support import MARK_ENV, marked, wait_gone
 from support.fake import expected_text
 from support.flows import q
 from support.paths import PYTHON, REPO_ROOT
-from support.procs import pid_alive
+from support.procs import free_port, pid_alive
 from support.ray_cluster import RayCluster, connect, ray_missing
 from support.waiting import wait_until
 
@@ -103,6 +103,9 @@ def test_two_replicas_on_two_nodes_a_pending_one_and_replicas_lost_mid_run(clust
     assert "llm" not in body.get("degraded", {})  # ...but llm serves whole
     ps = subprocess.run([PYTHON, "-m", "flowctl", "ps", str(up.flow_path)], capture_output=True, text=True, timeout=30, cwd=str(REPO_ROOT))
     assert "spare.0" in ps.stdout and "pending" in ps.stdout, ps.stdout + ps.stderr
+    # the replica's output, shipped back from its actor, is in its log here
+    logs = subprocess.run([PYTHON, "-m", "flowctl", "logs", str(up.flow_path), "llm.1"], capture_output=True, text=True, timeout=30, cwd=str(REPO_ROOT))
+    assert f"fake-vllm listening on http://127.0.0.1:{rows[1]['port']}" in logs.stdout, logs.stdout + logs.stderr
 
     # eight concurrent runs, split over the two replicas (the fakes' own counters)
     answers = asyncio.run(run_many(up.api, [{"tag": f"run-{i}", "delay_ms": 20} for i in range(8)]))
@@ -177,3 +180,12 @@ def test_sigkill_of_flowctl_leaves_no_replica_behind(cluster: RayCluster, flowct
     assert len(marked(mark)) == 2 and all(pid_alive(pid) for pid in pids)
     up.kill()  # the driver goes: Ray kills its actors, their watchdogs stop the servers
     wait_gone(mark, 30, "after SIGKILL of flowctl up")
+
+
+def test_a_cluster_that_is_not_there_is_a_clear_error_at_once(flowctl_up: Any, mark: str) -> None:
+    port = free_port()  # nothing listens there: Ray itself would retry for minutes
+    up = flowctl_up(replicas_flow(1, mark, placement={"engine": "ray", "address": f"127.0.0.1:{port}"}), wait_ready=False)
+    assert up.wait(60) != 0
+    log = up.log_text()
+    assert f"service 'llm': cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there" in log, log
+    assert "start one (`ray start --head`) or set `placement.address`" in log and "Traceback" not in log, log
