@@ -1,10 +1,10 @@
 """What a Ray-placed replica adds to a run over a local one: one `flowctl up` serving two
 workflows over the same fake vLLM server, the same load client (bench/loadgen.py) for both:
 
-- ``local``  http-stream `service: here`, a process-start replica on this machine;
-- ``ray``    http-stream `service: there`, the same replica placed by Ray
-             (`placement: {engine: ray}`) on a one-node Ray cluster this script starts on
-             loopback (tests/support/ray_cluster.py) and stops by pid.
+- ``local``  http-stream `service:` over a process-start replica on this machine;
+- ``ray``    the same over the same replica placed by Ray (`placement: {engine: ray}`) on a
+             one-node Ray cluster this script starts on loopback
+             (tests/support/ray_cluster.py) and stops by pid.
 
 Tokens do not go through Ray (http-stream connects to the replica's URL), so what differs is
 where the server runs (a Ray worker's child, beside Ray's own processes) and nothing on the
@@ -30,44 +30,23 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import contenders as C  # also puts tests/ on the path, for support.*
-import loadgen
+import replicas
 from replicas import cpu_name, free_port, ratio, wait_ready
 from support.ray_cluster import RayCluster, ray_missing
 
 
 def flow_yaml(address: str, tokens: int, delay_ms: float) -> str:
-    argv = [sys.executable, str(C.FAKE), "--port", "${replica.port}", "--quiet", "--tokens", str(tokens), "--token-delay-ms", str(delay_ms)]
-
-    def service(name: str, placement: dict[str, Any]) -> str:
-        return (
-            f"  {name}:\n    type: process-start\n    command: {json.dumps(argv)}\n    port: auto\n    placement: {json.dumps(placement)}\n"
-            "    readiness: {http: /v1/models, timeout: 60, interval: 0.05}\n    restart: never\n"
-        )
-
-    def chat(name: str, service_id: str) -> str:
-        body = {"model": loadgen.MODEL, "messages": [{"role": "user", "content": "${input.prompt}"}], "stream": True}
-        return (
-            f"  {name}-gen:\n    type: http-stream\n    service: {service_id}\n    path: /v1/chat/completions\n"
-            f"    body: {json.dumps(body)}\n    output: {json.dumps('${response[].choices[0].delta.content}')}\n"
-            f"  {name}:\n    type: sse-sink\n    source: {json.dumps('${nodes.' + name + '-gen.output as stream/text}')}\n"
-        )
-
-    services = service("here", {"engine": "local"}) + service("there", {"engine": "ray", "address": address, "resources": {"slot": 1}})
-    return "version: 1\nname: ray-replica-bench\nserver: {max_concurrency: 256, max_queue: 1024}\nnodes:\n" + services + chat("local", "here") + chat("ray", "there")
+    """bench/replicas.py's flow, its second service (`pair`, balanced over by workflow `two`)
+    made one replica placed by Ray: workflow `one` is the local replica, `two` the Ray one."""
+    text = replicas.flow_yaml(tokens, delay_ms)
+    placed = "    replicas: 1\n    placement: " + json.dumps({"engine": "ray", "address": address, "resources": {"slot": 1}}) + "\n"
+    if text.count("    replicas: 2\n") != 1:
+        raise SystemExit("bench/replicas.py's flow changed: its two-replica service is not found")
+    return text.replace("    replicas: 2\n", placed)
 
 
-async def measure(base: str, concurrency: int, requests: int, rounds: int, tokens: int) -> dict[str, Any]:
-    targets = [loadgen.flowctl_target("local", base, workflow="local"), loadgen.flowctl_target("ray", base, workflow="ray")]
-    expected = loadgen.expected_tokens(tokens)
-    batches: dict[str, list[loadgen.Batch]] = {t.name: [] for t in targets}
-    async with loadgen.new_client(max(concurrency * 2, 8)) as client:
-        for target in targets:  # warm up: connections, caches
-            await loadgen.run_batch(client, target, concurrency, concurrency, expected)
-        for r in range(rounds):
-            order = targets[r % len(targets) :] + targets[: r % len(targets)]
-            for target in order:
-                batches[target.name].append(await loadgen.run_batch(client, target, concurrency, requests, expected))
-    return {name: loadgen.summarize(b) for name, b in batches.items()}
+#: the workflows of that flow, by what they go through
+NAMES = {"one": "local", "two": "ray"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         up = C.Proc([sys.executable, "-m", "flowctl", "up", str(flow), "--port", str(port), "--ui-port", "0", "--no-reload"], work / "up.log")
         base = f"http://127.0.0.1:{port}"
         wait_ready(f"{base}/api", up)
-        cells = {c: asyncio.run(measure(base, c, args.requests, args.rounds, args.tokens)) for c in levels}
+        measured = {c: asyncio.run(replicas.measure(base, c, args.requests, args.rounds, args.tokens)) for c in levels}
+        cells = {c: {NAMES[name]: cell for name, cell in by_name.items()} for c, by_name in measured.items()}
     finally:
         if up is not None:
             up.stop()
