@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
-import threading
 import time
 from typing import Any
 
@@ -67,8 +67,8 @@ INSTALL_HINT = "every Ray node needs flowctl installed with the ray extra (pip i
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def _import_ray(address: str | None) -> Any:
-    if address is not None and address.rsplit(":", 1)[0] in _LOOPBACK:
+def _import_ray(address: str) -> Any:
+    if address.rsplit(":", 1)[0] in _LOOPBACK:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Ray's C++ core would print a stack dump on the SIGTERM `flowctl up` stops on
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
@@ -97,9 +97,9 @@ class _Connection:
 
     async def join(self, address: str | None, node_id: str) -> Any:
         async with self.lock:
-            ray = _import_ray(address)
+            target = address or os.environ.get("RAY_ADDRESS") or "auto"
+            ray = _import_ray(target)
             if self.users == 0 and not ray.is_initialized():
-                target = address or os.environ.get("RAY_ADDRESS") or "auto"
                 try:
                     await asyncio.to_thread(_reachable, target)
                     await asyncio.to_thread(_init, ray, target)
@@ -135,8 +135,8 @@ def _reachable(address: str) -> None:
 
 
 def _init(ray: Any, address: str) -> None:
-    # not in the main thread, so that Ray does not take over SIGTERM (it logs that it did not)
-    assert threading.current_thread() is not threading.main_thread()
+    # called in a thread of its own (`asyncio.to_thread`): in the main thread, Ray would take
+    # over SIGTERM (elsewhere it logs that it did not, at a level silenced here)
     logging.getLogger("ray").setLevel(logging.ERROR)
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
 
@@ -153,6 +153,7 @@ class RayPlacement:
         self.strategy = STRATEGIES[spec.spread]
         self._ray: Any = None
         self._group: Any = None
+        self._actor_class: Any = None
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
 
     async def start_replica(self, spec: ProcessStartSpec, index: int, ctx: ReplicaContext) -> ReplicaHandle:
@@ -175,6 +176,12 @@ class RayPlacement:
         if self._ray is not None:
             self._ray = None
             await _connection.leave()
+
+    def actor_class(self) -> Any:
+        """`ReplicaActor` as a Ray actor class (made once: Ray exports a class each time)."""
+        if self._actor_class is None:
+            self._actor_class = self._ray.remote(ReplicaActor)
+        return self._actor_class
 
     def describe(self) -> str:
         """`{slot: 1} per replica, STRICT_SPREAD`: what it asks the cluster for."""
@@ -236,7 +243,10 @@ class RayReplica:
 
     @property
     def status(self) -> ServiceStatus:
-        return self._status
+        status = self._status
+        if status.ready and self._url is None:  # the actor's news can come before its answer
+            return dataclasses.replace(status, state=ServiceState.STARTING, reason="ready; its URL is on its way")
+        return status
 
     async def wait_ready(self) -> None:
         await asyncio.shield(self._settled)
@@ -313,7 +323,7 @@ class RayReplica:
 
     async def _launch(self) -> None:
         placement, spec, ctx = self.placement, self.spec, self.ctx
-        actor_class = placement._ray.remote(ReplicaActor)
+        actor_class = placement.actor_class()
         self._set(ServiceState.STARTING, "starting its Ray actor")
         self._actor = actor_class.options(**placement.actor_options(self.name, self.index)).remote(self.name)
         where = await _future(self._actor.where.remote(spec.port if isinstance(spec.port, int) else None))
@@ -329,6 +339,7 @@ class RayReplica:
             raise ServiceError(self.name, result["error"], hint=result.get("hint"))
         self._url = str(result["output"]["url"])
         self._up_since = time.monotonic()
+        self._notify()
         self._settle(None)
 
     async def _watch(self) -> None:
@@ -381,7 +392,7 @@ class RayReplica:
         on_change = self.ctx.service.on_change
         if on_change is not None and not self._stopped:
             try:
-                on_change(self.name, self._status)
+                on_change(self.name, self.status)
             except Exception as exc:  # the owner's bug must not stop the watching
                 self.ctx.service.event(f"on_change failed: {exc!r}")
 
