@@ -1,8 +1,7 @@
 """Replicas on a Ray cluster: `placement: {engine: ray, address, resources, spread}`.
 
 Imported only when a flow asks for `engine: ray` (`base.open_placement`), and even then
-Ray itself is imported on the first replica's start, so that the loopback rule below is in
-place before Ray reads its settings.
+Ray itself is imported on the first replica's start (`ray_connection.py`).
 
 - **One placement group per node's replica set**, one bundle per replica, each bundle
   `placement.resources` (`{"CPU": 1}` when none is given); `spread: strict` is Ray's
@@ -25,13 +24,8 @@ place before Ray reads its settings.
   The actor's worker is started with `RAY_kill_child_processes_on_worker_exit=false`: the
   watchdog outlives the actor, sees its pipe close, and stops the group (SIGTERM, grace,
   SIGKILL), as it does when a local flowctl is killed.
-- **Loopback stays loopback.** Ray rewrites a 127.0.0.1 address to the machine's routable
-  one and then listens on every interface unless `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`; for
-  a loopback `address` that variable is set before Ray is imported (see
-  tests/support/ray_node.py for starting such a cluster).
-- Ray is joined once per flowctl process (`ray.init` in a thread of its own: Ray would
-  otherwise replace the SIGTERM handler `flowctl up` drains on) and left when the last Ray
-  placement closes.
+- **Joining Ray** (once per flowctl process, loopback kept loopback, `ray.init` off the main
+  thread so SIGTERM stays flowctl's): `ray_connection.py`.
 """
 
 from __future__ import annotations
@@ -39,8 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import os
+import re
 import socket
 import time
 from typing import Any
@@ -51,6 +45,7 @@ from ..process_log import ProcessLog, log_file
 from ..process_start import ProcessStartSpec
 from .base import PlacementSpec, ReplicaContext, ReplicaHandle, ReplicaLoss
 from .ray_actor import ReplicaActor
+from .ray_connection import NAMESPACE, connection
 
 #: a placement group not placed within this many seconds shows its replicas as pending
 PLACE_WAIT = 3.0
@@ -60,88 +55,7 @@ WATCH_SECONDS = 10.0
 STRATEGIES = {"strict": "STRICT_SPREAD", "pack": "PACK", None: "SPREAD"}
 #: what every replica's actor worker is started with (the module docstring says why)
 ACTOR_ENV = {"RAY_kill_child_processes_on_worker_exit": "false"}
-#: the namespace flowctl's actors are named in (`ray list actors --filter namespace=flowctl`)
-NAMESPACE = "flowctl"
 INSTALL_HINT = "every Ray node needs flowctl installed with the ray extra (pip install 'flowctl[ray]'), in the Python its Ray runs"
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
-def _import_ray(address: str) -> Any:
-    if address.rsplit(":", 1)[0] in _LOOPBACK:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    # Ray's C++ core would print a stack dump on the SIGTERM `flowctl up` stops on
-    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    import ray
-
-    return ray
-
-
-class _Connection:
-    """This process's one connection to Ray, shared by every Ray placement in it."""
-
-    def __init__(self) -> None:
-        self.users = 0
-        self.owned = False  # we called ray.init (else someone else did: leave it to them)
-        self.address: str | None = None
-        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
-        self.ray: Any = None
-
-    @property
-    def lock(self) -> asyncio.Lock:
-        """One lock per event loop (a test, or `flowctl run`, may run several loops in turn)."""
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock[0] is not loop:
-            self._lock = (loop, asyncio.Lock())
-        return self._lock[1]
-
-    async def join(self, address: str | None, node_id: str) -> Any:
-        async with self.lock:
-            target = address or os.environ.get("RAY_ADDRESS") or "auto"
-            ray = _import_ray(target)
-            if self.users == 0 and not ray.is_initialized():
-                try:
-                    await asyncio.to_thread(_reachable, target)
-                    await asyncio.to_thread(_init, ray, target)
-                except Exception as exc:  # ConnectionError, ValueError, RuntimeError: all mean "no cluster there"
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise ServiceError(node_id, f"cannot join the Ray cluster at {target}: {first}", hint="start one (`ray start --head`) or set `placement.address`") from None
-                self.owned, self.address = True, target
-            elif self.users and address is not None and self.address not in (None, address):
-                raise ServiceError(node_id, f"this flowctl is joined to the Ray cluster at {self.address}, not {address}", hint="one flowctl joins one Ray cluster: give every node the same `placement.address`")
-            self.users += 1
-            self.ray = ray
-            return ray
-
-    async def leave(self) -> None:
-        async with self.lock:
-            self.users -= 1
-            if self.users == 0 and self.owned:
-                self.owned = False
-                await asyncio.to_thread(self.ray.shutdown)
-
-
-def _reachable(address: str) -> None:
-    """Raise ConnectionError at once when nothing listens at a `host:port` address: Ray would
-    retry for minutes, printing warnings meanwhile."""
-    if address == "auto" or "://" in address or ":" not in address:
-        return
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=5.0):
-            pass
-    except (OSError, ValueError) as exc:
-        raise ConnectionError(f"nothing answers there ({exc})") from None
-
-
-def _init(ray: Any, address: str) -> None:
-    # called in a thread of its own (`asyncio.to_thread`): in the main thread, Ray would take
-    # over SIGTERM (elsewhere it logs that it did not, at a level silenced here)
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
-
-
-_connection = _Connection()
 
 
 class RayPlacement:
@@ -158,7 +72,7 @@ class RayPlacement:
 
     async def start_replica(self, spec: ProcessStartSpec, index: int, ctx: ReplicaContext) -> ReplicaHandle:
         if self._ray is None:
-            self._ray = await _connection.join(self.spec.address, ctx.service.node_id.rsplit(".", 1)[0])
+            self._ray = await connection.join(self.spec.address, ctx.service.node_id.rsplit(".", 1)[0])
         if self._group is None:
             from ray.util.placement_group import placement_group
 
@@ -175,7 +89,7 @@ class RayPlacement:
                 remove_placement_group(group)
         if self._ray is not None:
             self._ray = None
-            await _connection.leave()
+            await connection.leave()
 
     def actor_class(self) -> Any:
         """`ReplicaActor` as a Ray actor class (made once: Ray exports a class each time)."""
@@ -430,14 +344,16 @@ def _future(ref: Any) -> asyncio.Future[Any]:
 
 
 def _ray_reason(exc: BaseException) -> str:
-    """What Ray said, in one line: `its Ray actor died (it was killed by ray.kill)`."""
+    """What Ray said, in one line: `its Ray actor died (it was killed by ray.kill)`, `(its
+    worker process has died)`, `(its node has died)`."""
     text = " ".join(str(exc).split())
+    because = re.search(r"[Tt]he actor (?:is dead|died) because (.+?)\.(?:\s|$)", text)
     if "ray.kill" in text:
         said = "it was killed by ray.kill"
     elif "No module named 'flowctl" in text:
         said = "flowctl is not installed on its Ray node"
-    elif "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
-        said = "its Ray node died or was removed"
+    elif because:
+        said = because.group(1).replace("`", "")
     else:
         said = text[:200] or type(exc).__name__
     return f"its Ray actor died ({said})"

@@ -82,10 +82,13 @@ def start(flowctl_up: Any, cluster: RayCluster, mark: str, *, spare: bool = True
     return up, client
 
 
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def ray_node_of(pid: int, cluster: RayCluster) -> int:
     """Which of the cluster's nodes hosts the actor that started `pid` (its parent)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    actor = int(fields[1])
+    actor = parent_of(pid)
     actor_sid = int(Path(f"/proc/{actor}/stat").read_text().rsplit(")", 1)[1].split()[3])
     return next(i for i, node in enumerate(cluster.nodes) if node.sid == actor_sid)
 
@@ -121,6 +124,10 @@ def test_two_replicas_on_two_nodes_a_pending_one_and_replicas_lost_mid_run(clust
 
     # the server of llm.0 SIGKILLed: its actor restarts it, as a local replica does
     lose_mid_run(up, client, mark, "llm.0", lambda row: os.kill(row["pid"], signal.SIGKILL))
+
+    # the worker process hosting llm.1's actor killed outright: the replica is lost, its
+    # server goes too (its watchdog), it is replaced
+    lose_mid_run(up, client, mark, "llm.1", lambda row: os.kill(parent_of(row["pid"]), signal.SIGKILL))
 
     # `flowctl down`: every replica's server goes with it
     down = subprocess.run([PYTHON, "-m", "flowctl", "down", str(up.flow_path)], capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT))
