@@ -29,7 +29,7 @@ from support.fake import expected_text
 from support.flows import q
 from support.paths import PYTHON, REPO_ROOT
 from support.procs import free_port, pid_alive
-from support.ray_cluster import RayCluster, connect, ray_missing
+from support.ray_cluster import RayCluster, kill_actor, ray_missing
 from support.waiting import wait_until
 
 from flowctl.nodes.proc import command_line
@@ -38,6 +38,8 @@ pytestmark = pytest.mark.skipif(ray_missing() is not None, reason=ray_missing() 
 
 #: Ray's first actor on a node starts a worker process: seconds on a busy 2-core machine
 START_TIMEOUT = 90.0
+#: tokens of a run that is still streaming when its replica is killed (10 ms apart)
+LONG_RUN_TOKENS = 1000
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +120,7 @@ def test_two_replicas_on_two_nodes_a_pending_one_and_replicas_lost_mid_run(clust
     assert served["llm.0"] and served["llm.1"] and len(served["llm.0"] | served["llm.1"]) == 8, served
 
     # the actor of llm.1 killed by Ray: its server goes too (the watchdog), it is replaced
-    ray = connect(cluster.address)
-    actor = ray.get_actor(f"llm.1@{os.uname().nodename}:{up.pid}", namespace="flowctl")
-    lose_mid_run(up, client, mark, "llm.1", lambda row: ray.kill(actor))
+    lose_mid_run(up, client, mark, "llm.1", lambda row: kill_actor(cluster.address, f"llm.1@{os.uname().nodename}:{up.pid}"))
 
     # the server of llm.0 SIGKILLed: its actor restarts it, as a local replica does
     lose_mid_run(up, client, mark, "llm.0", lambda row: os.kill(row["pid"], signal.SIGKILL))
@@ -140,7 +140,8 @@ def lose_mid_run(up: Any, client: httpx.Client, mark: str, victim: str, kill: Ca
     its runs fail naming it, the others finish whole, the service is degraded (new runs
     served) until the replica is back, and its old server is gone."""
     rows = {r["name"]: r for r in replica_rows(client.get("/ready").json())}
-    runs = [{"tag": f"{victim}-long-{i}", "tokens": 400, "delay_ms": 10} for i in range(4)]
+    # 10 s each: longer than a kill takes (`kill_actor` starts a Ray driver of its own)
+    runs = [{"tag": f"{victim}-long-{i}", "tokens": LONG_RUN_TOKENS, "delay_ms": 10} for i in range(4)]
     answers: list[httpx.Response] = []
     runner = threading.Thread(target=lambda: answers.extend(asyncio.run(run_many(up.api, runs))))
     runner.start()
@@ -169,7 +170,7 @@ def lose_mid_run(up: Any, client: httpx.Client, mark: str, victim: str, kill: Ca
         if tag in doomed:
             assert answer.status_code >= 500 and f"replica '{victim}'" in answer.json()["error"], answer.text
         else:
-            assert answer.status_code == 200 and answer.json()["output"] == expected_text(400), answer.text
+            assert answer.status_code == 200 and answer.json()["output"] == expected_text(LONG_RUN_TOKENS), answer.text
 
     def back() -> list[dict[str, Any]] | None:
         body = client.get("/ready").json()

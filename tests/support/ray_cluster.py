@@ -25,7 +25,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from support.paths import PYTHON, TESTS_DIR
 from support.procs import free_port
@@ -37,20 +36,28 @@ _MAX_TEMP_DIR = 40
 
 def ray_missing() -> str | None:
     """Why the Ray tests cannot run here, or None when they can."""
-    if importlib.util.find_spec("ray") is None:  # not imported here: see `connect`
+    if importlib.util.find_spec("ray") is None:  # not imported here: see `kill_actor`
         return "ray is not installed (pip install 'flowctl[ray]'; `make test` does)"
     return None
 
 
-def connect(address: str) -> Any:
-    """This test process joined to the cluster as a Ray driver (to `ray.kill` an actor as a
-    user would), on loopback: the variable must be set before Ray is imported."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
+#: `ray.kill` of a named actor, as a user would do it, from a driver of its own
+_KILL_ACTOR = """
+import sys
+import ray
+ray.init(address=sys.argv[1], namespace=sys.argv[3], log_to_driver=False, logging_level="ERROR")
+ray.kill(ray.get_actor(sys.argv[2], namespace=sys.argv[3]))
+ray.shutdown()
+"""
 
-    if not ray.is_initialized():
-        ray.init(address=address, namespace="flowctl", log_to_driver=False, logging_level="ERROR")
-    return ray
+
+def kill_actor(address: str, name: str, namespace: str = "flowctl") -> None:
+    """`ray.kill` the actor `name`, from a short-lived Ray driver in a process of its own: a
+    test process that joined Ray as a driver would be exited by Ray once its cluster is gone."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback stays loopback
+    done = subprocess.run([PYTHON, "-c", _KILL_ACTOR, address, name, namespace], capture_output=True, text=True, timeout=60, env=env)
+    if done.returncode != 0:
+        raise AssertionError(f"ray.kill of {name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
 def session_members(sid: int) -> list[int]:
