@@ -6,7 +6,7 @@ VENV   ?= .venv
 FLOW   ?= flows/local_chat.yml
 BIN     = $(VENV)/bin
 
-.PHONY: setup browser up lint test bench clean
+.PHONY: setup ray browser up lint test bench clean
 
 $(BIN)/flowctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,14 @@ $(BIN)/flowctl: pyproject.toml
 	touch $@
 
 setup: $(BIN)/flowctl
+
+# The optional extra for `placement: {engine: ray}` (Ray Core, ~250 MB; docs/past-one-machine.md).
+# `make test` installs it so the Ray tests run instead of skipping; `make up` does not need it.
+$(VENV)/.ray-extra: $(BIN)/flowctl
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,ray]'
+	touch $@
+
+ray: $(VENV)/.ray-extra
 
 # The web UI tests drive a real headless Chromium; Debian's package, never a downloaded one.
 browser:
@@ -34,7 +42,7 @@ lint: setup
 	@for d in engine nodes server; do ln -s ../../$$d .typecheck/flowctl/$$d; done
 	$(BIN)/mypy
 
-test: setup browser lint
+test: setup ray browser lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -278,12 +278,13 @@ class Supervisor:
 
 def resolve_fields(flow: CompiledFlow, node_id: str, outputs: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A service node's template fields rendered against the environment and the outputs of
-    the services started before it, plus `extra` sources (`replica`: which copy, its port;
+    the services started before it, plus `extra` sources (`replica`: which copy, its host and port;
     by default the first copy, on the node's fixed port or 0 for `port: auto` until one is
     chosen). Raises TemplateError for what is not there."""
-    port = getattr(flow.nodes[node_id].spec, "port", None)
+    spec = flow.nodes[node_id].spec
+    port = getattr(spec, "port", None)
     scope: dict[str, Any] = {"env": os.environ, "nodes": {sid: {"output": out} for sid, out in outputs.items()}}
-    scope["replica"] = {"index": 0, "name": node_id, "port": port if isinstance(port, int) else 0}
+    scope["replica"] = {"index": 0, "name": node_id, "port": port if isinstance(port, int) else 0, "host": getattr(spec, "host", "127.0.0.1")}
     scope.update(extra or {})
     return {name: value.render(scope) for name, value in flow.nodes[node_id].fields.items()}
 

@@ -24,7 +24,8 @@ events.
       stop_timeout: 20
 
 `port: auto` takes a free port at start (kept across restarts while it stays free); the
-command reads it as `${replica.port}` (also `${replica.index}`, `${replica.name}`).
+command reads it as `${replica.port}` (also `${replica.index}`, `${replica.name}`, and
+`${replica.host}`: `host:`, or on Ray the address of the node the replica was placed on).
 `replicas: N` runs N copies (`llm.0`, `llm.1`, ...) owned by a `ReplicaSetNode`
 (`replica_set.py`), placed by `placement:` (`nodes/placement/`); this module is one copy.
 """
@@ -248,7 +249,7 @@ class ProcessStartNode:
                 raise ServiceError(ctx.node_id, held, hint="stop that process or give this node another `port:`")
         self._set(ServiceState.STARTING, "starting")
         self._log.tail.clear()
-        resolved = ctx.fields({"replica": {"index": ctx.replica_index, "name": ctx.node_id, "port": self.port}})
+        resolved = ctx.fields({"replica": {"index": ctx.replica_index, "name": ctx.node_id, "port": self.port, "host": spec.host}})
         command = resolved["command"]
         argv = ["bash", "-c", command] if isinstance(command, str) else command_argv(command)
         env = dict(os.environ)
