@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from supervision.supervision_support import kill_marked  # noqa: E402
 from support.fake import FakeServer, start_fake_vllm  # noqa: E402
 from support.paths import FAKE_VLLM, PYTHON, REPO_ROOT  # noqa: E402,F401
 from support.procs import free_port, pid_alive, port_in_use  # noqa: E402,F401
@@ -57,3 +59,14 @@ def flowctl_up(tmp_path: Path) -> Iterator[Any]:
     factory = UpFactory(tmp_path)
     yield factory
     factory.close()
+
+
+@pytest.fixture
+def mark() -> Iterator[str]:
+    """A fresh marker for the processes a test makes flowctl start (it goes into their
+    environment or argv); whatever still carries it at teardown is SIGKILLed."""
+    value = uuid.uuid4().hex
+    try:
+        yield value
+    finally:
+        kill_marked(value)

@@ -7,13 +7,12 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from supervision_support import FLOWCTL, MARK_ENV, Flowctl, Managed, Recorder, kill_marked
+from supervision_support import FLOWCTL, MARK_ENV, Flowctl, Managed, Recorder
 from support.fake import fake_vllm_argv
 from support.paths import REPO_ROOT
 from support.procs import free_port, kill_process_group, term_when_parent_dies
@@ -22,16 +21,6 @@ from flowctl.nodes.base import ServiceContext
 from flowctl.nodes.process_start import ProcessStartNode, ProcessStartSpec
 
 # -- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def mark() -> Iterator[str]:
-    """A fresh marker; every marked process still alive at teardown is SIGKILLed."""
-    value = uuid.uuid4().hex
-    try:
-        yield value
-    finally:
-        kill_marked(value)
 
 
 @pytest.fixture

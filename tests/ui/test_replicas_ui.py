@@ -5,21 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
-from collections.abc import Iterator
 
-import pytest
 from replicas.replicas_support import replica_rows, replicas_flow
-from supervision.supervision_support import kill_marked
-
-
-@pytest.fixture
-def mark() -> Iterator[str]:
-    value = uuid.uuid4().hex
-    try:
-        yield value
-    finally:
-        kill_marked(value)
 
 
 def test_each_replica_has_a_row_with_its_state_and_its_log(browser, flowctl_up, mark) -> None:  # type: ignore[no-untyped-def]
