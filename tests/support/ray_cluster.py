@@ -16,18 +16,19 @@ check that it does.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from support.paths import PYTHON, TESTS_DIR
 from support.procs import free_port
+from support.waiting import wait_until
 
 RAY_NODE = TESTS_DIR / "support" / "ray_node.py"
 #: a Unix socket path holds 107 bytes; Ray puts its sockets ~64 bytes under the temp dir
@@ -94,10 +95,8 @@ class RayNode:
                     os.kill(pid, signum)
                 except (ProcessLookupError, PermissionError):
                     pass
-            deadline = time.monotonic() + wait
-            while self.members() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not self.members():
+            with contextlib.suppress(AssertionError):  # not gone in time: the next signal
+                wait_until(lambda: not self.members(), timeout=wait, interval=0.05)
                 return
         raise AssertionError(f"ray node (session {self.sid}) still has {self.members()} after SIGKILL")
 
