@@ -28,6 +28,7 @@ from ..templating.parser import parse_parts
 from ..templating.rewrite import references_in
 from . import model_compose_keys as keys
 from .model_compose_jobs import ANY_SOURCES, Job
+from .shell_arguments import parameterise
 
 if TYPE_CHECKING:
     from .model_compose import _Lowering
@@ -281,10 +282,15 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         if bound is None or not wl.check_native(bound, (*command_path, index)):
             return None
         argv.append(bound if isinstance(bound, str) else str(bound))
-    if not _argv_is_safe(wl, argv, command_path):
+    written = len(argv)
+    safe_argv = _code_free_argv(wl, argv, command_path)
+    if safe_argv is None:
         return None
+    argv = safe_argv
     fields: dict[Any, PathKey] = {"argv": command_path, "needs": (*job.path, "component") if "component" in job.data else job.path}
-    fields.update({("argv", index): (*command_path, index) for index in range(len(argv))})
+    # arguments moved out of a script are located at the script
+    fields.update({("argv", index): (*command_path, index if index < written else _script_index(argv))
+                   for index in range(len(argv))})
     node: dict[str, Any] = {"type": "command", "needs": upstream, "argv": argv}
     if spec.get("stdin") is not None:
         node["stdin"] = wl.bind(spec["stdin"], (*action_path, "stdin"), given)
@@ -330,24 +336,43 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     return node, action_path, fields
 
 
-def _argv_is_safe(wl: WorkflowLowering, argv: list[str], command_path: PathKey) -> bool:
-    """A program that runs its `-c`/`-e` argument as code (`sh -c`, `python3 -c`) must not get
-    a per-run value inside that code: request data would become shell or program syntax."""
+_RUNTIME_SOURCES = ("input", "nodes", "run", "item", "index", "loop")
+_SHELLS = ("sh", "bash", "zsh", "dash", "ksh")
+
+
+def _script_index(argv: list[str]) -> int:
+    """Where the code of `[program, -c, CODE, ...]` is, or len(argv) when there is none."""
     program = posixpath.basename(argv[0]) if argv else ""
     flag = _CODE_FLAGS.get(program)
     if flag is None or flag not in argv[1:]:
-        return True
-    index = argv.index(flag, 1) + 1
+        return len(argv)
+    return argv.index(flag, 1) + 1
+
+
+def _code_free_argv(wl: WorkflowLowering, argv: list[str], command_path: PathKey) -> list[str] | None:
+    """A program that runs its `-c`/`-e` argument as code (`sh -c`, `python3 -c`) must not get
+    a per-run value inside that code: request data would become shell or program syntax. A
+    shell's script gets each such value as a positional parameter instead (see
+    shell_arguments); any other program's code is refused. None when an error was reported."""
+    index = _script_index(argv)
     if index >= len(argv):
-        return True
-    runtime = [ref for ref in references_in(argv[index]) if ref.source in ("input", "nodes", "run", "item", "index", "loop")]
+        return argv
+    program = posixpath.basename(argv[0])
+    runtime = [ref for ref in references_in(argv[index]) if ref.source in _RUNTIME_SOURCES]
     if not runtime:
-        return True
+        return argv
+    if program in _SHELLS:
+        after = argv[index + 1:]
+        moved = parameterise(argv[index], _RUNTIME_SOURCES, first=max(len(after), 1))
+        if moved is not None:
+            script, values = moved
+            return [*argv[:index], script, *(after or [program]), *values]
+    flag = argv[index - 1]
     wl.error(f"'{runtime[0].dotted}' would become part of the code `{program} {flag}` runs: a value from a request must never be parsed as code",
              (*command_path, index),
              hint=f'pass it as an argument after the script instead: [{program}, {flag}, \'... "$1" ...\', {program}, "${{{runtime[0].dotted}}}"]'
-             if program in ("sh", "bash", "zsh", "dash", "ksh") else "pass it as an argument after the script (sys.argv, process.argv) instead")
-    return False
+             if program in _SHELLS else "pass it as an argument after the script (sys.argv, process.argv) instead")
+    return None
 
 
 def _working_dir(lw: _Lowering, component: dict[str, Any], spec: dict[str, Any]) -> str | None:

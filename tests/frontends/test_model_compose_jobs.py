@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support.model_compose import assert_error_at, errors_of, line_of, spec_of
+from support.model_compose import assert_error_at, errors_of, line_of, run, spec_of
 from support.paths import FAKE_VLLM, PYTHON, TESTS_DIR
 from support.procs import free_port
 
@@ -192,17 +193,44 @@ def test_several_ends_need_an_output() -> None:
     assert_error_at(text, "workflow:", "has several jobs that nothing depends on (a, b)", "add `output: ${jobs.<id>.output}`")
 
 
-def test_request_data_never_becomes_shell_code() -> None:
+def test_request_data_in_a_shell_script_becomes_an_argument(tmp_path: Path) -> None:
+    """model-compose's examples write request values into `sh -c` code; flowctl moves each one
+    into a positional parameter, so the value is one word of text whatever it holds."""
     text = """\
 component:
   type: shell
   action:
-    command: [sh, -c, "ls -la ${input.path}"]
+    command: [sh, -c, "printf '[%s]' ${input.path} '${input.tag}'; echo \\"/${input.path}/\\""]
+    output: ${result.stdout}
 workflow:
   output: ${output}
 """
-    error = assert_error_at(text, "command:", "would become part of the code `sh -c` runs")
-    assert "$1" in (error.hint or "")
+    node = next(iter(spec_of(text).nodes.values()))
+    assert node.argv[:4] == ["sh", "-c", "printf '[%s]' \"$${1}\" ''\"$${2}\"''; echo \"/$${3}/\"", "sh"]
+    assert node.argv[4:] == ["${input.path}", "${input.tag}", "${input.path}"]
+    hostile = "a b; touch pwned $(touch pwned2) `touch pwned3` ' \""
+    out = run(tmp_path, text, f"path={hostile}", "tag=it's")
+    assert out == f"[{hostile}][it's]/{hostile}/"
+    assert not list(tmp_path.glob("pwned*"))
+
+
+@pytest.mark.parametrize(("command", "reason"), [
+    ('[sh, -c, "${input.command}"]', "the whole script"),
+    ('[sh, -c, "cd /tmp; ${input.program} --help"]', "a command's name"),
+    ('[sh, -c, "cat <<EOF\\n${input.text}\\nEOF"]', "a here-document"),
+    ('[python3, -c, "print(${input.n})"]', "not a shell"),
+])
+def test_request_data_never_becomes_code(command: str, reason: str) -> None:
+    text = f"""\
+component:
+  type: shell
+  action:
+    command: {command}
+workflow:
+  output: ${{output}}
+"""
+    error = assert_error_at(text, "command:", "would become part of the code")
+    assert "argument" in (error.hint or ""), reason
 
 
 # -- end to end: stand-ins started by flowctl, real HTTP ---------------------------------------

@@ -232,10 +232,12 @@ def test_loop_errors_point_into_the_file(flow: str, marker: str, message: str) -
     assert_error_at(flow, marker, message)
 
 
-def test_a_loop_value_inside_shell_code_is_refused_at_its_line() -> None:
-    """model-compose's polling example puts the job id (from the request) into `sh -c` code."""
+def test_a_loop_value_inside_shell_code_is_passed_as_an_argument(tmp_path: Path) -> None:
+    """model-compose's polling example puts the job id (from the request) into `sh -c` code:
+    flowctl passes it to the script as a positional parameter, so it stays text."""
     flow = """\
 workflow:
+  output: ${jobs.wait-ready.output}
   jobs:
     - id: wait-ready
       type: loop
@@ -244,12 +246,13 @@ workflow:
         component: status-check
         input: {job_id: "${input}"}
       until: {input: "${output.status}", operator: eq, value: ready}
+      output: ${output.job_id}
 components:
   - id: status-check
     type: shell
     action:
-      command: [sh, -c, "printf '{\\"job_id\\":\\"%s\\"}' \\"${input.job_id}\\""]
+      command: [sh, -c, "printf '{\\"status\\":\\"ready\\",\\"job_id\\":\\"%s\\"}' \\"${input.job_id}\\""]
       output: ${result.stdout as json}
 """
-    error = assert_error_at(flow, "command: [sh", "'loop.input' would become part of the code `sh -c` runs")
-    assert '"$1"' in (error.hint or "")
+    assert run(tmp_path, flow, "job_id=$(touch pwned)") == "$(touch pwned)"
+    assert not (tmp_path / "pwned").exists()
