@@ -10,7 +10,7 @@
         start_timeout: 90          # seconds to fetch the image when it is not there yet
         stop_timeout: 30           # seconds `PROGRAM stop -t` waits before killing it
 
-Each run of the node is one `PROGRAM run --rm -i --name NAME [-e K=V ...] OPTIONS IMAGE
+Each run of the node is one `PROGRAM run --rm -i --name NAME OPTIONS [-e K=V ...] IMAGE
 ARGV...` (argv, never a shell string; the node's `env` goes in as `-e` flags, the client
 itself runs with flowctl's environment). NAME is `flowctl-<run id>-<node id>-<random>`, one
 per invocation (a `for-each` runs a node many times in one run).
@@ -37,6 +37,7 @@ import re
 import secrets
 import shutil
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -104,10 +105,10 @@ class ContainerSpec(BaseModel):
 
     def argv(self, name: str, env: Mapping[str, str], command: Sequence[str]) -> list[str]:
         """The guard, then the `run` it starts: each item one argument."""
-        run = [self.program, "run", "--rm", "-i", "--name", name]
-        for key, value in env.items():
+        run = [self.program, "run", "--rm", "-i", "--name", name, *self.options]
+        for key, value in env.items():  # after the options: the node's env wins over theirs
             run += ["-e", f"{key}={value}"]
-        run += [*self.options, self.image, *command]
+        run += [self.image, *command]
         return [sys.executable, "-I", "-S", "-c", _GUARD, self.program, name, f"{self.stop_timeout:g}", *run]
 
 
@@ -121,7 +122,8 @@ def require_program(spec: ContainerSpec, node_id: str) -> str:
 
 #: images known to be present, by (program path, image): fetched once per flowctl process
 _present: set[tuple[str, str]] = set()
-_fetching: dict[tuple[str, str], asyncio.Lock] = {}
+#: one fetch at a time per image, by event loop (an asyncio lock belongs to one loop)
+_fetching: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]] = weakref.WeakKeyDictionary()
 
 
 async def ensure_image(spec: ContainerSpec, program: str, node_id: str) -> None:
@@ -130,10 +132,10 @@ async def ensure_image(spec: ContainerSpec, program: str, node_id: str) -> None:
     key = (program, spec.image)
     if key in _present:
         return
-    async with _fetching.setdefault(key, asyncio.Lock()):
+    loop = asyncio.get_running_loop()
+    async with _fetching.setdefault(loop, {}).setdefault(key, asyncio.Lock()):
         if key in _present:
             return
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + spec.start_timeout
         if await _succeeds([program, "image", "inspect", spec.image], deadline) is not None:
             output: collections.deque[str] = collections.deque(maxlen=5)

@@ -73,7 +73,7 @@ def runtime_of(lw: _Lowering, component: dict[str, Any], path: PathKey) -> tuple
         return kind, settings, where
     if kind in SHELL_RUNTIMES and (kind != "docker" or component.get("type") != "http-server" or not settings.get("image")):
         what = "a shell component, or an http-server component with an `image:`" if kind == "docker" else "a shell component"
-        lw.error(f"a {kind} runtime is lowered for {what} only", type_where, hint=_CONTAINER_FIX)
+        lw.error(f"runtime `{kind}` is lowered for {what} only", type_where, hint=_CONTAINER_FIX)
         return None
     if kind == "docker":
         keys.check_keys(settings, where, DOCKER, "in runtime (docker)", lw.errors, lw.doc.locate)
