@@ -170,7 +170,8 @@ def test_cancelling_a_run_stops_its_container_by_name(flowctl_up: Any, cli: dict
     with up.client(timeout=30.0) as api:
         assert api.post(f"/runs/{run_id}/cancel").status_code == 200
         assert_stopped_by_name(cli, name, pid)
-        assert api.get(f"/runs/{run_id}").json()["status"] == "cancelled"
+        wait_until(lambda: api.get(f"/runs/{run_id}").json()["status"] == "cancelled", timeout=30.0,
+                   message=lambda: f"run not cancelled: {api.get(f'/runs/{run_id}').json()}")
 
 
 def test_stopping_flowctl_stops_a_running_container_by_name(flowctl_up: Any, cli: dict[str, Any]) -> None:
