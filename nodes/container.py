@@ -56,25 +56,38 @@ _INSTALL = {
 #: seconds `stop` gets beyond the stop timeout before the group is SIGKILLed
 _STOP_MARGIN = 5.0
 
-# Runs the client as its child (stdin/stdout/stderr passed through) and turns the first
-# SIGTERM/SIGHUP/SIGINT into `PROGRAM stop -t SECONDS NAME`; exits with the client's status.
+# Runs the client as its child (stdin/stdout/stderr passed through) and exits with its status.
+# Once SIGTERM/SIGHUP/SIGINT came, it runs `PROGRAM stop -t SECONDS NAME`, again each second
+# while the client lives: a stop that came before the daemon created the container finds
+# nothing, and the one after it does. The signals and the client's exit (SIGCHLD) wake the
+# loop through the wakeup fd, so no wakeup is lost between a check and the wait.
 _GUARD = r"""
-import signal, subprocess, sys
+import os, select, signal, subprocess, sys
 program, name, seconds = sys.argv[1], sys.argv[2], sys.argv[3]
-stopping = []
-def stop(signum, frame):
-    if stopping:
-        return
-    stopping.append(signum)
-    try:
-        subprocess.run([program, "stop", "-t", seconds, name], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=float(seconds) + 4)
-    except (OSError, subprocess.SubprocessError):
-        pass
+wake_read, wake_write = os.pipe()
+os.set_blocking(wake_read, False)
+os.set_blocking(wake_write, False)
+signal.set_wakeup_fd(wake_write)
+stop_requested = []
 for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-    signal.signal(signum, stop)
+    signal.signal(signum, lambda signum, frame: stop_requested.append(signum))
+signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+if stop_requested:
+    sys.exit(143)
 client = subprocess.Popen(sys.argv[4:])
-code = client.wait()
+while (code := client.poll()) is None:
+    if stop_requested:
+        try:
+            subprocess.run([program, "stop", "-t", seconds, name], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=float(seconds) + 4)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if client.poll() is None:
+        select.select([wake_read], [], [], 1.0 if stop_requested else None)
+        try:
+            os.read(wake_read, 512)
+        except BlockingIOError:
+            pass
 sys.exit(code if code >= 0 else 128 - code)
 """
 
