@@ -13,6 +13,9 @@ group (`process_group.ProcessGroup`): when the run ends for any reason (done, fa
 gone, cancelled, flowctl killed) the whole group is stopped. A non-zero exit fails the node
 with the code and the last lines of stderr; so does running past `timeout`.
 
+With `container:` (`nodes/container.py`) the argv runs in a fresh container instead, the
+`env` passed into it; stopping the group then stops the container by name.
+
 `stdout: lines` yields each line as it is written, newline included, so the lines joined
 are stdout byte for byte and a reader `as stream/text` forwards them live.
 """
@@ -32,6 +35,7 @@ from pydantic import Field
 from ..engine.errors import RunError
 from ..engine.templating import to_text
 from .base import Chunks, RunContext, RunNodeSpec
+from .container import ContainerSpec, ensure_image, require_program
 from .process_group import ProcessGroup, describe_exit
 
 _READ = 65536
@@ -58,6 +62,8 @@ class CommandSpec(RunNodeSpec):
     stderr_lines: int = Field(default=20, ge=0)
     #: seconds between SIGTERM and SIGKILL when the group is stopped early
     stop_timeout: float = Field(default=2.0, ge=0)
+    #: run the argv in a container (its own `stop_timeout` then applies)
+    container: ContainerSpec | None = None
 
 
 class CommandNode:
@@ -69,12 +75,21 @@ class CommandNode:
         argv = [to_text(item) for item in ctx.resolve("argv")]
         stdin = ctx.resolve("stdin")
         env = dict(os.environ)
-        env.update({str(k): to_text(v) for k, v in (ctx.resolve("env") or {}).items()})
+        extra_env = {str(k): to_text(v) for k, v in (ctx.resolve("env") or {}).items()}
         cwd = ctx.resolve("cwd")
+        command, grace, label = argv, spec.stop_timeout, argv[0]
+        if spec.container is None:
+            env.update(extra_env)
+        else:
+            program = require_program(spec.container, ctx.node_id)
+            await ensure_image(spec.container, program, ctx.node_id)
+            name = spec.container.container_name(ctx.run_id, ctx.node_id)
+            command, grace = spec.container.argv(name, extra_env, argv), spec.container.grace
+            label = f"{argv[0]} (in a {spec.container.program} container of {spec.container.image})"
         stderr: collections.deque[str] = collections.deque(maxlen=max(spec.stderr_lines, 1))
         try:
             group = await ProcessGroup.spawn(
-                argv, env=env, cwd=cwd, on_line=stderr.append, grace=spec.stop_timeout,
+                command, env=env, cwd=cwd, on_line=stderr.append, grace=grace,
                 stdin_pipe=stdin is not None, stdout_pipe=True,
             )
         except OSError as exc:
@@ -99,7 +114,7 @@ class CommandNode:
                 if feeder is not None:
                     await feeder
             if code != 0:
-                raise RunError(ctx.node_id, f"{argv[0]} {describe_exit(code)}" + _tail(stderr, spec.stderr_lines))
+                raise RunError(ctx.node_id, f"{label} {describe_exit(code)}" + _tail(stderr, spec.stderr_lines))
             if spec.stdout == "lines":
                 return
             text = data.decode("utf-8", errors="replace")
@@ -107,12 +122,12 @@ class CommandNode:
                 try:
                     value = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise RunError(ctx.node_id, f"{argv[0]} printed no JSON ({exc.msg} at line {exc.lineno})" + _excerpt(text)) from None
+                    raise RunError(ctx.node_id, f"{label} printed no JSON ({exc.msg} at line {exc.lineno})" + _excerpt(text)) from None
                 yield value
                 return
             yield text[:-1] if text.endswith("\n") else text
         except TimeoutError:
-            raise RunError(ctx.node_id, f"{argv[0]} ran longer than {spec.timeout:g}s" + _tail(stderr, spec.stderr_lines)) from None
+            raise RunError(ctx.node_id, f"{label} ran longer than {spec.timeout:g}s" + _tail(stderr, spec.stderr_lines)) from None
         finally:
             if feeder is not None and not feeder.done():
                 feeder.cancel()

@@ -33,6 +33,7 @@ from ..errors import FlowError, FlowErrors
 from ..loader import LoadedDocument, PathKey
 from . import model_compose_keys as keys
 from .located import LoweredDocument
+from .model_compose_containers import lower_shell_container
 from .model_compose_jobs import DEFAULT_WORKFLOW_ID, lower_workflows
 from .model_compose_runtime import lower_docker_server, lower_virtualenv, runtime_of
 
@@ -223,6 +224,8 @@ class _Lowering:
             info["base_url"] = component.get("base_url")  # a client's requests run in flowctl: no venv to enter
         if runtime is not None and runtime[0] == "virtualenv" and type_name in ("http-server", "shell"):
             lower_virtualenv(self, info, runtime[1], runtime[2])
+        elif runtime is not None and type_name == "shell":  # docker, apple-container
+            lower_shell_container(self, info, *runtime)
         if inline:
             action = {key: component[key] for key in component if key in inline}
             keys.check_keys(action, path, action_section, f"in action of {where[3:]}", self.errors, self.doc.locate)

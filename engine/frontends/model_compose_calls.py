@@ -305,7 +305,11 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     if component.get("runtime_env"):  # a virtualenv runtime: its bin/ first on PATH (native templates, bound already)
         node["env"] = {**component["runtime_env"], **node.get("env", {})}
     cwd = _working_dir(lw, component, spec)
-    if cwd is not None:
+    if component.get("container"):  # a container runtime: `working_dir` is a path in the container
+        node["container"] = component["container"]
+        if spec.get("working_dir") is not None:
+            node["container"] = {**node["container"], "options": [*node["container"]["options"], "-w", str(spec["working_dir"])]}
+    elif cwd is not None:
         node["cwd"] = cwd
         fields["cwd"] = (*action_path, "working_dir") if spec.get("working_dir") else (*component["path"], "base_dir")
     if "timeout" in spec:

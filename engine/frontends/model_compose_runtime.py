@@ -12,12 +12,13 @@
                                    passes flowctl's SIGTERM on to the container, which `--rm`
                                    then removes. Before it starts, a container left with that
                                    name (by a flowctl that was SIGKILLed) is removed.
-    docker otherwise, apple-container  →  an error at the `runtime:` line with what to use
+    docker, apple-container     →  each action's command runs in a fresh container
+    on a shell component           (`model_compose_containers`)
+    docker otherwise            →  an error at the `runtime:` line with what to use
 
-Docker is lowered only where it is the whole component (a server image speaking HTTP): a
-shell action inside a container, or model-compose's standard worker image, needs
-model-compose's in-container worker, which flowctl does not have; the fix is to run
-`docker run --rm IMAGE ...` as the action's command.
+A docker runtime on an http-server is lowered only where it is the whole component (a server
+image speaking HTTP); an http-server without an `image:` would need model-compose's
+in-container worker, which flowctl does not have.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..loader import PathKey
 from . import model_compose_keys as keys
+from .model_compose_containers import CONTAINER_NAME, SHELL_RUNTIMES, run_options, runtime_timeouts
 
 if TYPE_CHECKING:
     from .model_compose import _Lowering
@@ -47,14 +49,13 @@ DOCKER = keys.Section(
 
 #: a `HOST:CONTAINER` port mapping (an optional `/tcp`), or one port for both
 _PORT = re.compile(r"(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/tcp)?")
-#: what a container name may be (docker's own rule)
-_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_DOCKER_FIX = "flowctl runs a container only as a whole http-server component with an `image:`; run `docker run --rm IMAGE ...` as a shell action's command instead"
+_CONTAINER_FIX = "flowctl runs a container as a shell component's commands, or as a whole http-server component with an `image:`"
 
 
 def runtime_of(lw: _Lowering, component: dict[str, Any], path: PathKey) -> tuple[str, dict[str, Any], PathKey] | None:
     """The component's runtime (its type, its settings, where it is written) when it is one
-    flowctl lowers (virtualenv, docker), None for a local one or after a reported error."""
+    flowctl lowers (virtualenv, docker, apple-container), None for a local one or after a
+    reported error."""
     if "runtime" not in component:
         return None
     runtime = component["runtime"]
@@ -67,13 +68,17 @@ def runtime_of(lw: _Lowering, component: dict[str, Any], path: PathKey) -> tuple
     if kind == "virtualenv":
         keys.check_keys(settings, where, VIRTUALENV, "in runtime (virtualenv)", lw.errors, lw.doc.locate)
         return kind, settings, where
+    if kind in SHELL_RUNTIMES and component.get("type") == "shell":
+        keys.check_keys(settings, where, SHELL_RUNTIMES[kind], f"in runtime ({kind})", lw.errors, lw.doc.locate)
+        return kind, settings, where
+    if kind in SHELL_RUNTIMES and (kind != "docker" or component.get("type") != "http-server" or not settings.get("image")):
+        what = "a shell component, or an http-server component with an `image:`" if kind == "docker" else "a shell component"
+        lw.error(f"runtime `{kind}` is lowered for {what} only", type_where, hint=_CONTAINER_FIX)
+        return None
     if kind == "docker":
-        if component.get("type") != "http-server" or not settings.get("image"):
-            lw.error("a docker runtime is lowered for an http-server component with an `image:` only", type_where, hint=_DOCKER_FIX)
-            return None
         keys.check_keys(settings, where, DOCKER, "in runtime (docker)", lw.errors, lw.doc.locate)
         return kind, settings, where
-    hint = "flowctl runs components as local processes, in a virtualenv, or (an http-server) from a docker image"
+    hint = "flowctl runs components as local processes, in a virtualenv, or in docker / apple-container"
     lw.error(f"component runtime '{kind}' is not supported by flowctl", type_where, hint=hint)
     return None
 
@@ -138,14 +143,9 @@ def lower_docker_server(lw: _Lowering, info: dict[str, Any], settings: dict[str,
     if argv is None:
         return
     restart = settings.get("restart", "no")
-    timeouts = {}
-    for key in ("start_timeout", "stop_timeout"):
-        if settings.get(key) is not None:
-            seconds = keys.parse_duration(settings[key])
-            if seconds is None or seconds <= 0:
-                lw.error(f"`{key}` must be a duration such as 90s", (*where, key))
-                return
-            timeouts[key] = seconds
+    timeouts = runtime_timeouts(lw, settings, where)
+    if timeouts is None:
+        return
     name = argv[argv.index("--name") + 1]
     # a container a SIGKILLed flowctl left behind under this name goes first (docker refuses
     # a second one), then `exec` makes `docker run` the process flowctl signals
@@ -171,7 +171,7 @@ def docker_argv(lw: _Lowering, settings: dict[str, Any], where: PathKey, *, defa
     """`docker run` for the runtime's settings; None after a reported error. Ports are
     published on 127.0.0.1 only; relative host paths of volumes are the flow file's folder's."""
     name = str(settings.get("container_name") or re.sub(r"[^A-Za-z0-9_.-]", "-", default_name))
-    if not _CONTAINER_NAME.fullmatch(name):
+    if not CONTAINER_NAME.fullmatch(name):
         lw.error(f"'{name}' is not a container name docker takes", (*where, "container_name"))
         return None
     argv = ["docker", "run", "--rm", "--init", "--name", name]
@@ -181,25 +181,10 @@ def docker_argv(lw: _Lowering, settings: dict[str, Any], where: PathKey, *, defa
             lw.error(f"port mapping {port!r} is not HOST:CONTAINER", (*where, "ports", index), hint='write "8090:80"')
             return None
         argv += ["-p", f"127.0.0.1:{match['host'] or match['container']}:{match['container']}"]
-    for index, volume in enumerate(settings.get("volumes") or []):
-        if not isinstance(volume, str) or ":" not in volume:
-            lw.error("a volume is HOST:CONTAINER[:ro]", (*where, "volumes", index))
-            return None
-        host, rest = volume.split(":", 1)
-        if host.startswith((".", "/")) or "/" in host:  # a path, not a named volume
-            host = lw.resolve_dir(host)
-        argv += ["-v", f"{host}:{rest}"]
-    environment = settings.get("environment") or {}
-    if not isinstance(environment, dict):
-        lw.error("`environment` must be a mapping of NAME: value", (*where, "environment"))
+    options = run_options(lw, settings, where)
+    if options is None:
         return None
-    for key, value in environment.items():
-        argv += ["-e", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
-    for key, flag in (("working_dir", "-w"), ("user", "-u")):
-        if settings.get(key) is not None:
-            argv += [flag, str(settings[key])]
-    if settings.get("gpus") is not None:
-        argv += ["--gpus", str(settings["gpus"])]
+    argv += options
     argv.append(str(settings["image"]))
     command = settings.get("command")
     if isinstance(command, str):

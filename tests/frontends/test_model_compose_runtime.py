@@ -1,7 +1,7 @@
 """model-compose component runtimes: `virtualenv` lowers onto an env-setup venv that the
 component's processes run in; `docker` on an http-server with an `image:` lowers onto a
 process-start running `docker run` (docker is not on the test machines: the argv is checked,
-not run); the other container runtimes are refused at their line with what to use."""
+not run); a shell component in a container is test_model_compose_containers.py's."""
 
 from __future__ import annotations
 
@@ -93,20 +93,14 @@ def test_docker_settings_map_to_their_flags(tmp_path: Path) -> None:
         (("    image: nginx:alpine\n", "    image: nginx:alpine\n    build: {context: .}\n"), "build:", "model-compose key 'build' is not supported"),
         (('      - "8090:80"', '      - "web:80"'), '"web:80"', "port mapping 'web:80' is not HOST:CONTAINER"),
         (("container_name: runtime-nginx", "container_name: 'bad name'"), "container_name", "'bad name' is not a container name"),
-        (("    image: nginx:alpine\n", ""), "type: docker", "a docker runtime is lowered for an http-server component with an `image:` only"),
-        (("type: docker", "type: apple-container"), "type: apple-container", "component runtime 'apple-container' is not supported"),
+        (("    image: nginx:alpine\n", ""), "type: docker", "runtime `docker` is lowered for a shell component, or an http-server component with an `image:` only"),
+        (("type: docker", "type: apple-container"), "type: apple-container", "runtime `apple-container` is lowered for a shell component only"),
     ],
 )
 def test_runtime_errors_point_into_the_file(edit: tuple[str, str], marker: str, message: str) -> None:
     flow = DOCKER_NGINX.replace(*edit)
     assert flow != DOCKER_NGINX
     assert_error_at(flow, marker, message)
-
-
-def test_a_docker_shell_component_is_refused_with_the_fix() -> None:
-    flow = VENV_SHELL.replace("    type: virtualenv\n    driver: python\n    path: .venv/inside\n    env: {GREETING: hello}\n", "    type: docker\n    image: alpine\n")
-    error = assert_error_at(flow, "type: docker", "a docker runtime is lowered for an http-server component with an `image:` only")
-    assert "docker run --rm IMAGE" in (error.hint or "")
 
 
 def test_a_shell_component_in_a_virtualenv_runs_its_commands_there(tmp_path: Path) -> None:
