@@ -62,7 +62,7 @@ Listener = Callable[[str, dict[str, Any]], None]
 def settings_fixed_at_start(server: ServerSpec) -> dict[str, Any]:
     """The server settings that take effect only when `up` starts (the sockets are bound and
     the apps built then); a reload that changes one is reported as "restart needed"."""
-    return {"host": server.host, "port": server.port, "ui_port": server.ui_port, "base_path": server.base_path, "max_body_bytes": server.max_body_bytes}
+    return {"host": server.host, "port": server.port, "ui_port": server.ui_port, "base_path": server.base_path, "max_body_bytes": server.max_body_bytes, "mcp_path": server.mcp_path}
 
 
 class FlowHost:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..nodes.registry import NodeSpec
 
@@ -41,12 +41,28 @@ class ServerSpec(_Strict):
     #: names (besides IP addresses, `localhost` and the bound host) that requests may carry
     #: in their `Host` header; `.example.com` includes subdomains, `"*"` allows any
     allowed_hosts: list[str] = []
+    #: where the flow's workflows are served as MCP tools (Streamable HTTP, server/mcp.py),
+    #: e.g. `/mcp`; null: no MCP endpoint
+    mcp_path: str | None = None
 
     @field_validator("base_path")
     @classmethod
     def _slash(cls, value: str) -> str:
         value = "/" + value.strip("/")
         return "" if value == "/" else value
+
+    @field_validator("mcp_path")
+    @classmethod
+    def _mcp_slash(cls, value: str | None) -> str | None:
+        return None if value is None else "/" + value.strip("/")
+
+    @model_validator(mode="after")
+    def _mcp_apart(self) -> ServerSpec:
+        # its POST must not shadow (or be shadowed by) a run route
+        path = self.mcp_path
+        if path is not None and any(path == prefix or path.startswith(prefix + "/") for prefix in (self.base_path, "/v1", "/metrics") if prefix):
+            raise ValueError(f"`mcp_path` {path!r} lies under the API's routes ({self.base_path or '/'}, /v1, /metrics): give it a path of its own, e.g. /mcp")
+        return self
 
 
 class InputSpec(_Strict):
