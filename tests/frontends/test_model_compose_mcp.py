@@ -182,6 +182,7 @@ def test_each_tool_runs_its_workflow_against_slack(bot: UpHandle) -> None:
     message = json.loads(sent.content[0].text)
     assert message["ok"] is True and message["channel"] == "C01" and message["message"] == {"text": "deploy done"}
     assert sent.structuredContent == message
+    assert "attachments" in message and message["attachments"] is None  # not passed by the job: null, as model-compose sends it
     assert json.loads(listed.content[0].text) == [{"id": "C01", "name": "general"}, {"id": "C02", "name": "random"}]
     assert json.loads(joined.content[0].text)["channel"] == {"id": "C02", "name": "random"}  # DEFAULT_SLACK_CHANNEL_ID
 
