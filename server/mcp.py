@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from litestar import Request, Router, post
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
@@ -256,6 +257,10 @@ async def mcp_endpoint(ctx: NamedDependency[ServerContext], request: Request[Any
     except RpcError as exc:
         log_refused(request.method, request.url.path, 400 if exc.http_status == 200 else exc.http_status, str(exc))
         return rpc_error(request_id, exc)
+    except (FlowctlError, HTTPException):
+        raise  # the app's handler answers these (a body over max_body_bytes: 413)
+    except Exception as exc:  # a bug: the client gets an id, the log the traceback
+        return rpc_error(request_id, RpcError(INTERNAL_ERROR, f"internal error (id {log_unexpected(exc)})", http_status=500))
 
 
 def mcp_router(ctx: ServerContext, path: str) -> Router:

@@ -20,7 +20,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
-from support.flowctl_up import UpHandle, start_up
+from support.flowctl_up import UpHandle, fake_flow_yaml, start_up
 from support.model_compose import assert_error_at, spec_of
 from support.paths import PYTHON, TESTS_DIR
 from support.procs import free_port, kill_process_group, port_in_use
@@ -126,7 +126,8 @@ def mcp_url(up: UpHandle) -> str:
 
 async def with_session(up: UpHandle, work: Any) -> Any:
     """Run `work(session)` on an initialized MCP client session (the SDK's own client)."""
-    async with streamable_http_client(mcp_url(up)) as (read, write, _), ClientSession(read, write) as session:
+    async with httpx.AsyncClient(headers=up.headers, timeout=30) as http, streamable_http_client(mcp_url(up), http_client=http) as (read, write, _), \
+            ClientSession(read, write) as session:
         info = await session.initialize()
         assert info.serverInfo.version and info.capabilities.tools is not None
         return await work(session)
@@ -222,8 +223,10 @@ def test_malformed_json_rpc_gets_the_json_rpc_error_for_it(bot: UpHandle) -> Non
         "code": -32601, "message": "method 'resources/list' is not served here (initialize, ping, tools/list, tools/call)", "data": {"field": "method"}}}
     r = rpc(bot, {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "list-channels", "arguments": [2]}})
     assert r.json()["error"]["code"] == -32602 and r.json()["error"]["data"] == {"field": "arguments"}
-    r = rpc(bot, {"jsonrpc": "2.0", "id": 9, "method": "ping"}, content=b'{"jsonrpc": "2.0", "id": 9, "method": "ping"}', headers={"content-type": "text/plain"})
+    r = rpc(bot, None, content=b'{"jsonrpc": "2.0", "id": 9, "method": "ping"}', headers={"content-type": "text/plain"})
     assert r.status_code == 415
+    r = rpc(bot, None, content=b'{"jsonrpc": "2.0", "id": 10, "method": "ping", "pad": "' + b"x" * 1_100_000 + b'"}')
+    assert r.status_code == 413  # server.max_body_bytes, as on every route
 
 
 def test_the_transport_answers_as_streamable_http_says(bot: UpHandle) -> None:
@@ -245,6 +248,21 @@ def test_a_foreign_origin_is_refused_and_a_local_one_served(bot: UpHandle) -> No
     assert rpc(bot, ping, headers={"origin": "null"}).status_code == 403
     assert rpc(bot, ping, headers={"origin": f"http://localhost:{bot.api_port}"}).status_code == 200
     assert rpc(bot, ping, headers={"origin": f"http://127.0.0.1:{bot.api_port}"}).status_code == 200
+
+
+# -- a native flow opts in ------------------------------------------------------------------
+
+
+def test_a_native_flow_serves_its_streamed_workflow_as_a_tool_behind_its_api_key(flowctl_up: Any) -> None:
+    up = flowctl_up(fake_flow_yaml(free_port(), tokens=5, server={"mcp_path": "/mcp"}), api_key="s3cret", ui_port=None)
+    tools = {tool.name: tool for tool in call(up, lambda s: s.list_tools()).tools}
+    assert (tools["chat"].title, tools["chat"].description) == ("Chat", "Stream a reply from the fake vLLM server")
+    assert tools["chat"].inputSchema["required"] == ["prompt"]
+    result = call(up, lambda s: s.call_tool("chat", {"prompt": "hi"}))
+    native = httpx.post(up.api + "/workflows/chat/runs", json={"input": {"prompt": "hi"}}, headers={**up.headers, "accept": "application/json"}, timeout=30)
+    assert not result.isError and result.content[0].text == native.json()["output"] != ""  # the stream, collected
+    refused = httpx.post(mcp_url(up), json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=10)
+    assert refused.status_code == 401
 
 
 # -- the lowering ----------------------------------------------------------------------------
