@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..nodes.registry import NodeSpec
 
@@ -53,16 +53,14 @@ class ServerSpec(_Strict):
 
     @field_validator("mcp_path")
     @classmethod
-    def _mcp_slash(cls, value: str | None) -> str | None:
-        return None if value is None else "/" + value.strip("/")
-
-    @model_validator(mode="after")
-    def _mcp_apart(self) -> ServerSpec:
+    def _mcp_apart(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path, base = "/" + value.strip("/"), info.data.get("base_path")
         # its POST must not shadow (or be shadowed by) a run route
-        path = self.mcp_path
-        if path is not None and any(path == prefix or path.startswith(prefix + "/") for prefix in (self.base_path, "/v1", "/metrics") if prefix):
-            raise ValueError(f"`mcp_path` {path!r} lies under the API's routes ({self.base_path or '/'}, /v1, /metrics): give it a path of its own, e.g. /mcp")
-        return self
+        if any(path == prefix or path.startswith(prefix + "/") for prefix in (base, "/v1", "/metrics") if prefix):
+            raise ValueError(f"the MCP endpoint's path {path!r} lies under flowctl's API routes ({base or '/'}, /v1, /metrics): give it a path of its own, e.g. /mcp")
+        return path
 
 
 class InputSpec(_Strict):

@@ -281,8 +281,9 @@ def test_stdio_is_refused_at_its_line() -> None:
     assert_error_at(text, "transport: stdio", "'transport' is not supported", "only `transport: http`")
 
 
-def test_a_native_mcp_path_must_stay_clear_of_the_api() -> None:
+def test_the_mcp_path_must_stay_clear_of_the_api() -> None:
     native = "version: 1\nserver: {mcp_path: /api/mcp}\nnodes:\n  out: {type: sse-sink, source: hi}\n"
     with pytest.raises(FlowError) as caught:
         load_flow_text(native, "flow.yml")
-    assert "lies under the API's routes" in str(caught.value)
+    assert "'/api/mcp' lies under flowctl's API routes" in str(caught.value)
+    assert_error_at(SLACK_BOT.replace("base_path: /mcp", "base_path: /v1/tools"), "base_path: /v1/tools", "'/v1/tools' lies under flowctl's API routes")
