@@ -1,7 +1,7 @@
 """FlowHost: one served flow. It holds the current compiled graph (swapped whole on reload),
 the supervisor of its services, the shared HTTP pool, and the runs in flight.
 
-Every front door goes through it: the native API, the model-compose compatible route, the
+Every front door goes through it: the native API, the model-compose compatible route, MCP, the
 OpenAI facade, the web UI, `flowctl run` (with or without a running `up`), hot reload and
 metrics; none of them keep engine state of their own. `prepare` is the one admission check
 (the workflow exists, its queue has room, the inputs cast, its services are up), `stream`
