@@ -18,7 +18,9 @@ request (HTTP 400; batches, which 2025-06-18 dropped, included), `-32601` an unk
 (`data.field` names the argument).
 
 The server keeps no session (no `Mcp-Session-Id`): each POST stands alone, as the transport
-allows, so there is nothing to resume and `GET` (a server-to-client stream) is 405.
+allows, so there is nothing to resume and `GET` (a server-to-client stream) is 405. The tools
+are read from the flow being served at each request, so a hot reload's workflows are the
+tools at once (`listChanged` is false: with no session there is no stream to announce it on).
 Notifications and client responses are accepted with 202. Against DNS rebinding the spec asks
 servers to check `Origin`: a request whose `Origin` names a host the `Host` rule would refuse
 (`server/host_check.py`) gets 403. The API key (`FLOWCTL_API_KEY`) applies here as on every

@@ -250,6 +250,18 @@ def test_a_foreign_origin_is_refused_and_a_local_one_served(bot: UpHandle) -> No
     assert rpc(bot, ping, headers={"origin": f"http://127.0.0.1:{bot.api_port}"}).status_code == 200
 
 
+def test_the_tools_follow_a_reload(slack: str, flowctl_up: Any) -> None:
+    flow = SLACK_BOT.replace("https://slack.com/api", slack)
+    up = flowctl_up(flow, flow_name="model-compose.yml", ui_port=None, reload=True, env={"SLACK_APP_TOKEN": TOKEN})
+
+    def tool_names() -> list[str]:
+        return [tool["name"] for tool in rpc(up, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).json()["result"]["tools"]]
+
+    assert "recent-channels" not in tool_names()
+    up.flow_path.write_text(flow.replace("  list-channels:\n", "  recent-channels:\n    action: conversations-list\n    output: ${output as object[]}\n\n  list-channels:\n"))
+    wait_until(lambda: "recent-channels" in tool_names(), timeout=30, message=lambda: f"the reload's workflow is no tool\n{up.log_tail()}")
+
+
 # -- a native flow opts in ------------------------------------------------------------------
 
 
