@@ -1,7 +1,7 @@
 """FlowHost: one served flow. It holds the current compiled graph (swapped whole on reload),
 the supervisor of its services, the shared HTTP pool, and the runs in flight.
 
-Every front door goes through it: the native API, the model-compose compatible route, the
+Every front door goes through it: the native API, the model-compose compatible route, MCP, the
 OpenAI facade, the web UI, `flowctl run` (with or without a running `up`), hot reload and
 metrics; none of them keep engine state of their own. `prepare` is the one admission check
 (the workflow exists, its queue has room, the inputs cast, its services are up), `stream`
@@ -62,7 +62,7 @@ Listener = Callable[[str, dict[str, Any]], None]
 def settings_fixed_at_start(server: ServerSpec) -> dict[str, Any]:
     """The server settings that take effect only when `up` starts (the sockets are bound and
     the apps built then); a reload that changes one is reported as "restart needed"."""
-    return {"host": server.host, "port": server.port, "ui_port": server.ui_port, "base_path": server.base_path, "max_body_bytes": server.max_body_bytes}
+    return {"host": server.host, "port": server.port, "ui_port": server.ui_port, "base_path": server.base_path, "max_body_bytes": server.max_body_bytes, "mcp_path": server.mcp_path}
 
 
 class FlowHost:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..nodes.registry import NodeSpec
 
@@ -41,12 +41,26 @@ class ServerSpec(_Strict):
     #: names (besides IP addresses, `localhost` and the bound host) that requests may carry
     #: in their `Host` header; `.example.com` includes subdomains, `"*"` allows any
     allowed_hosts: list[str] = []
+    #: where the flow's workflows are served as MCP tools (Streamable HTTP, server/mcp.py),
+    #: e.g. `/mcp`; null: no MCP endpoint
+    mcp_path: str | None = None
 
     @field_validator("base_path")
     @classmethod
     def _slash(cls, value: str) -> str:
         value = "/" + value.strip("/")
         return "" if value == "/" else value
+
+    @field_validator("mcp_path")
+    @classmethod
+    def _mcp_apart(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path, base = "/" + value.strip("/"), info.data.get("base_path")
+        # its POST must not shadow (or be shadowed by) a run route
+        if any(path == prefix or path.startswith(prefix + "/") for prefix in (base, "/v1", "/metrics") if prefix):
+            raise ValueError(f"the MCP endpoint's path {path!r} lies under flowctl's API routes ({base or '/'}, /v1, /metrics): give it a path of its own, e.g. /mcp")
+        return path
 
 
 class InputSpec(_Strict):

@@ -21,6 +21,7 @@ from .api_docs import assets_router, openapi_config
 from .auth import api_key_middleware
 from .errors import EXCEPTION_HANDLERS
 from .host_check import host_check_middleware
+from .mcp import mcp_router
 from .metrics import metrics_router
 from .openai_facade import openai_router
 from .probes import health_paths, probes_router
@@ -39,7 +40,9 @@ def default_keepalive() -> float:
 
 
 def _routers(ctx: ServerContext, base_path: str) -> list[Router]:
+    mcp_path = ctx.host.flow.server.mcp_path
     return [
+        *([mcp_router(ctx, mcp_path)] if mcp_path is not None else []),  # server/mcp.py: the workflows as MCP tools
         api_router(ctx, base_path),
         compat_router(ctx, base_path),
         openai_router(ctx),  # server/openai_facade.py: /v1/models, /v1/chat/completions

@@ -234,6 +234,8 @@ class Up:
         if ui_url:
             urls["web UI"] = ui_url
         urls["OpenAI"] = settings.url(api_port, "/v1")
+        if self.host.flow.server.mcp_path is not None:
+            urls["MCP"] = settings.url(api_port, self.host.flow.server.mcp_path)
         which = "" if _chosen_implicitly(self.options.flow) else f" {self.options.flow}"
         logs = f"flowctl logs -f{which}" if not which or which.endswith((".yml", ".yaml")) else f"flowctl -f{which} logs -f"
         hints = {"status": f"flowctl ps{which}", "logs": logs, "stop": f"flowctl down{which}" if self.options.in_background else "Ctrl-C"}

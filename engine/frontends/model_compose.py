@@ -2,6 +2,7 @@
 
     model-compose                                  native
     controller (http-server)                       server (host, port, base_path; webui.port → ui_port)
+    controller (mcp-server)                        server.mcp_path (model_compose_mcp)
     component http-server manage.install/build    <component>-install   env-setup (venv: false)
     component http-server manage.start             <component>           process-start (TCP probe on port)
     job → http-server / http-client action         <job>                 http-stream
@@ -32,6 +33,7 @@ from typing import Any
 from ..errors import FlowError, FlowErrors
 from ..loader import LoadedDocument, PathKey
 from . import model_compose_keys as keys
+from . import model_compose_mcp as mcp
 from .located import LoweredDocument
 from .model_compose_containers import lower_shell_container
 from .model_compose_jobs import DEFAULT_WORKFLOW_ID, lower_workflows
@@ -126,12 +128,16 @@ class _Lowering:
     def controller(self, controller: dict[str, Any], native: dict[str, Any]) -> None:
         path = ("controller",)
         keys.check_keys(controller, path, keys.CONTROLLER, "in controller", self.errors, self.doc.locate)
-        if controller.get("type", "http-server") != "http-server":
+        if controller.get("type", "http-server") not in ("http-server", mcp.MCP_SERVER):
             kind = str(controller["type"])
             self.error(f"controller type '{kind}' is not served by flowctl", (*path, "type"), hint=keys.CONTROLLER_HINTS.get(kind, "use `type: http-server`"))
-        listener, listener_path = self.http_adapter(controller, path) or (controller, path)
+        adapter = self.http_adapter(controller, path)
+        listener, listener_path = adapter or (controller, path)
         server: dict[str, Any] = {"base_path": listener.get("base_path") or "/", "ui_port": None}
         self.origin[("server",)] = listener_path
+        if mcp.serves_mcp(controller, adapter[0] if adapter else None):
+            server.update(mcp.lower_mcp_listener(listener))
+            self.origin[("server", "mcp_path")] = (*listener_path, "base_path") if "base_path" in listener else listener_path
         for key in ("host", "port"):
             if key in listener:
                 server[key] = listener[key]
@@ -178,8 +184,9 @@ class _Lowering:
             return None
         if adapter is None:
             return None
-        keys.check_keys(adapter, where, keys.HTTP_ADAPTER, "in controller.adapter", self.errors, self.doc.locate)
         kind = adapter.get("type")
+        section = mcp.MCP_ADAPTER if kind == mcp.MCP_SERVER else keys.HTTP_ADAPTER
+        keys.check_keys(adapter, where, section, "in controller.adapter", self.errors, self.doc.locate)
         if kind not in keys.HTTP_ADAPTER_TYPES:
             self.error(f"controller adapter type {kind!r} is not served by flowctl", (*where, "type") if "type" in adapter else where,
                        hint=keys.CONTROLLER_HINTS.get(str(kind), "use `type: http-server`"))

@@ -22,6 +22,7 @@ import difflib
 import posixpath
 from typing import TYPE_CHECKING, Any
 
+from ..errors import TemplateError
 from ..loader import PathKey
 from ..templating.ast import Expr
 from ..templating.parser import parse_parts
@@ -171,7 +172,7 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     url, url_origin = _url(wl, component, action_path, spec)
     if url is None:
         return None
-    given = {("input",): bound_input}
+    given = {("input",): absent_inputs_as_null(bound_input, [spec, component["data"].get("headers")])}
     fields: dict[Any, PathKey] = {"url": url_origin, "needs": (*job.path, "component") if "component" in job.data else job.path}
     node: dict[str, Any] = {"type": "http-stream", "needs": upstream, "stream_format": spec.get("stream_format")}
     ok = True
@@ -220,6 +221,28 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         fields["description"] = (*job.path, "name")
     job.value = f"${{nodes.{job.node}.output}}"
     return node, action_path, fields
+
+
+def absent_inputs_as_null(bound_input: Any, action: Any) -> Any:
+    """The job's input, with each name the action reads but the job does not pass set to null,
+    as model-compose reads it (slack-bot's `attachments`: an optional field sent as null).
+    Unless the job passes a name the action never reads: the missing name is then likely that
+    one misspelt, and is left to be reported.
+
+    >>> absent_inputs_as_null({"text": "hi"}, {"body": {"text": "${input.text}", "files": "${input.files}"}})
+    {'text': 'hi', 'files': None}
+    >>> absent_inputs_as_null({"txt": "hi"}, {"body": {"text": "${input.text}"}})
+    {'txt': 'hi'}
+    """
+    if not isinstance(bound_input, dict):
+        return bound_input
+    try:
+        read = {ref.path[0] for ref in references_in(action, ANY_SOURCES) if ref.source == "input" and ref.path and isinstance(ref.path[0], str)}
+    except TemplateError:
+        return bound_input  # reported where the template is bound
+    if set(bound_input) - read:
+        return bound_input
+    return {**bound_input, **dict.fromkeys(sorted(read - set(bound_input)))}
 
 
 def _url(wl: WorkflowLowering, component: dict[str, Any], action_path: PathKey, spec: dict[str, Any]) -> tuple[str | None, PathKey]:

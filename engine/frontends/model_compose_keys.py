@@ -73,12 +73,10 @@ HTTP_ADAPTER = Section(
     noop={"origins": ("*",), "websocket": (False,)},
     noop_not_default=frozenset({"websocket"}),
 )
-HTTP_ADAPTER_TYPES = frozenset({"http-server"})
+HTTP_ADAPTER_TYPES = frozenset({"http-server", "mcp-server"})
 
 #: what to use instead of a controller (or adapter) type flowctl does not serve
 CONTROLLER_HINTS = {
-    "mcp-server": "flowctl serves its workflows over HTTP (its API, and an OpenAI-compatible `/v1/chat/completions`): "
-                  "use `type: http-server` and put an MCP-to-HTTP bridge in front, with one tool per workflow",
     "queue-subscriber": "flowctl takes runs over HTTP: use `type: http-server`, and let the worker that reads the queue "
                         "POST each task to /api/workflows/runs (several `flowctl up` behind the queue scale the same way)",
 }

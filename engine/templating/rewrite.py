@@ -30,6 +30,7 @@ from ..errors import CastError, TemplateError
 from .ast import NO_DEFAULT, SOURCES, Expr, Reference, Step, Text, format_path
 from .cast import caster_for_spec, to_text
 from .parser import parse_parts
+from .types import TypeSpec
 
 #: a binding key: the source, then the path steps it covers
 BindingKey = tuple[str | int, ...]
@@ -217,7 +218,7 @@ def _join(outer: Reference, inner: Reference, remaining: tuple[Step, ...]) -> Re
     if remaining:
         if inner.spec is not None and inner.type not in ("object", "list", "json", "any"):
             raise Unbindable(f"'{outer.dotted}' reads into {inner.text}, which is {inner.spec.text}")
-    elif spec is None or (inner.spec is not None and (spec.is_plain and spec.value_type == inner.type or spec.name == "any")):
+    elif spec is None or (inner.spec is not None and (spec.is_plain and spec.value_type == inner.type or spec.name == "any" or _refines(inner.spec, spec))):
         spec, type_name = inner.spec, inner.type  # the inner type says as much or more
     elif spec.name == "base64" and inner.spec is not None and inner.spec.media_type is not None and not inner.spec.is_list:
         # a media input read as base64: still that media type (the UI offers a file), as base64
@@ -237,6 +238,12 @@ def _join(outer: Reference, inner: Reference, remaining: tuple[Step, ...]) -> Re
     path = inner.path + remaining
     text = unparse(Reference(inner.source, path, type_name, default, "", spec, annotations))
     return Reference(inner.source, path, type_name, default, text, spec, annotations, inner.optional or outer.optional)
+
+
+def _refines(inner: TypeSpec, outer: TypeSpec) -> bool:
+    """`inner` is `outer` with more said: `object[]/id,name` read back `as object[]` keeps its
+    projection."""
+    return inner.name == outer.name and inner.is_list == outer.is_list and not (outer.subtype or outer.attrs or outer.format)
 
 
 def _literal(ref: Reference, value: Any) -> _Literal:
