@@ -20,6 +20,7 @@ events.
       port: 8000
       readiness: {http: /v1/models, timeout: 1800}   # or a 1-token generation:
       # readiness: {http: /v1/completions, method: POST, body: {prompt: Hi, max_tokens: 1}}
+      # readiness: {log: 'listening on (?P<addr>[^ ]+)'}   # a line of its output; groups: output.matched
       restart: on-failure          # or {policy: on-failure, max_restarts: 5, backoff: 1}
       stop_timeout: 20
 
