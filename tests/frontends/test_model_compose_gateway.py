@@ -27,6 +27,8 @@ from support.paths import TESTS_DIR
 from support.procs import free_port
 from support.waiting import wait_until
 
+from flowctl.nodes.tunnel import TunnelSpec, plan
+
 STANDIN = TESTS_DIR / "servers" / "tunnel_standin.py"
 
 
@@ -264,3 +266,15 @@ GATEWAY_ERRORS = [
 @pytest.mark.parametrize(("gateway", "callback", "marker", "message", "hint"), GATEWAY_ERRORS)
 def test_what_is_wrong_is_reported_at_its_line(gateway: str, callback: str, marker: str, message: str, hint: str | None) -> None:
     assert_error_at(flow(gateway, "http://127.0.0.1:9", callback), marker, message, hint)
+
+
+def test_an_ssh_launch_from_its_resolved_templates() -> None:
+    spec = TunnelSpec(type="tunnel", driver="ssh", port=8090, ssh={"host": "h", "user": "u", "remote_port": 0})
+    launch = plan(spec, {"ssh": {"host": "relay", "user": "me", "port": "22", "auth": "keyfile"}})
+    assert launch.argv[-1] == "me@relay" and "-i" not in launch.argv  # no keyfile: ssh's defaults and agent
+    assert launch.public({"remote": "40123"}) == {"public_address": "relay:40123", "public_url": "http://relay:40123"}  # remote port 0
+    assert not spec.fixed_address
+    with pytest.raises(ValueError, match="BatchMode"):
+        plan(spec, {"ssh": {"host": "relay", "user": "me", "auth": "password"}})
+    with pytest.raises(ValueError, match="not a port number"):
+        plan(spec, {"ssh": {"host": "relay", "user": "me", "port": "twenty-two"}})
