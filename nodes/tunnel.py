@@ -165,6 +165,8 @@ def _ssh_launch(spec: TunnelSpec, target: Mapping[str, Any]) -> Launch:
     host, user = str(target.get("host") or ""), str(target.get("user") or "")
     if not host or not user:
         raise ValueError("the ssh host and user must not be empty")
+    if host.startswith("-") or user.startswith("-"):  # ssh would read `USER@HOST` as an option
+        raise ValueError(f"the ssh destination {user}@{host!s} starts with '-'")
     try:
         ssh_port = int(str(target.get("port", 22)))
         if not 1 <= ssh_port <= 65535:

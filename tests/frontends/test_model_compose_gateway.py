@@ -276,5 +276,7 @@ def test_an_ssh_launch_from_its_resolved_templates() -> None:
     assert not spec.fixed_address
     with pytest.raises(ValueError, match="BatchMode"):
         plan(spec, {"ssh": {"host": "relay", "user": "me", "auth": "password"}})
+    with pytest.raises(ValueError, match="starts with '-'"):
+        plan(spec, {"ssh": {"host": "relay", "user": "-oProxyCommand=touch /tmp/x"}})
     with pytest.raises(ValueError, match="not a port number"):
         plan(spec, {"ssh": {"host": "relay", "user": "me", "port": "twenty-two"}})
