@@ -20,6 +20,7 @@ events.
       port: 8000
       readiness: {http: /v1/models, timeout: 1800}   # or a 1-token generation:
       # readiness: {http: /v1/completions, method: POST, body: {prompt: Hi, max_tokens: 1}}
+      # readiness: {log: 'listening on (?P<addr>[^ ]+)'}   # a line of its output; groups: output.matched
       restart: on-failure          # or {policy: on-failure, max_restarts: 5, backoff: 1}
       stop_timeout: 20
 
@@ -36,6 +37,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -114,7 +116,7 @@ class ProcessStartSpec(NodeSpecBase):
     def _probe_needs_port(self) -> ProcessStartSpec:
         if self.readiness.probes and self.port is None:
             raise ValueError("a readiness probe needs `port:`")
-        if self.port is not None and not self.readiness.probes:
+        if self.port is not None and not self.readiness.probes and self.readiness.log is None:
             object.__setattr__(self, "readiness", self.readiness.model_copy(update={"tcp": True}))
         return self
 
@@ -133,6 +135,10 @@ class ProcessStartNode:
         self.port: int | None = spec.port if isinstance(spec.port, int) else None
         #: the exit code of the process's last death (None: not died, or unknown)
         self.last_exit_code: int | None = None
+        #: `readiness.log`: the pattern, and the named groups of the line that matched it
+        #: since the last launch (None: none yet)
+        self._ready_line = re.compile(spec.readiness.log) if spec.readiness.log is not None else None
+        self.matched: dict[str, str] | None = None
         #: a pool of one, so http-stream's `service:` reads a plain node as it reads replicas
         self._endpoint = Endpoint("", lambda: self.output["url"], lambda: self.status.ready)
         self.pool = ReplicaPool("", lambda: [self._endpoint])
@@ -174,7 +180,10 @@ class ProcessStartNode:
     def output(self) -> dict[str, Any]:
         spec = self.spec
         url = f"http://{url_host(spec.host)}:{self.port}" if self.port else None
-        return {"pid": self._group.pid if self._group else None, "host": spec.host, "port": self.port, "url": url}
+        output: dict[str, Any] = {"pid": self._group.pid if self._group else None, "host": spec.host, "port": self.port, "url": url}
+        if self._ready_line is not None:
+            output["matched"] = self.matched
+        return output
 
     async def supervised(self) -> None:
         """Return once supervision is over for good: the process is down and its restart
@@ -259,6 +268,7 @@ class ProcessStartNode:
                 raise ServiceError(ctx.node_id, held, hint="stop that process or give this node another `port:`")
         self._set(ServiceState.STARTING, "starting")
         self._log.tail.clear()
+        self.matched = None
         resolved = ctx.fields({"replica": {"index": ctx.replica_index, "name": ctx.node_id, "port": self.port, "host": spec.host}})
         command = resolved["command"]
         argv = ["bash", "-c", command] if isinstance(command, str) else command_argv(command)
@@ -319,7 +329,7 @@ class ProcessStartNode:
                         self._status.last_exit = reason
                         self._record(reason)
                         raise ServiceError(ctx.node_id, f"{reason}; last output:\n{self._log.last(10)}")
-                    if await probe(probe_spec, self.spec.host, self.port, client) and group.peek_exit() is False:
+                    if await self._probe(client) and group.peek_exit() is False:
                         self._check_owner(ctx, group)
                         return
                     now = time.monotonic()
@@ -333,6 +343,11 @@ class ProcessStartNode:
         finally:
             if not exited.done():
                 exited.cancel()
+
+    async def _probe(self, client: httpx.AsyncClient) -> bool:
+        if self._ready_line is not None:  # `_on_line` watches for it
+            return self.matched is not None
+        return await probe(self.spec.readiness, self.spec.host, self.port, client)
 
     def _check_owner(self, ctx: ServiceContext, group: ProcessGroup) -> None:
         """The probe answered, but is it our process answering? A listener that was there
@@ -437,6 +452,8 @@ class ProcessStartNode:
         return self._status.last_log or (self._log.tail[-1] if self._log.tail else "no output yet")
 
     def _on_line(self, line: str) -> None:
+        if self._ready_line is not None and self.matched is None and (found := self._ready_line.search(line)) is not None:
+            self.matched = {name: value for name, value in found.groupdict().items() if value is not None}
         self._log.line(line)
         self._status.last_log = line
         if self._ctx is not None:

@@ -1,5 +1,7 @@
 """Readiness probes of a managed server: an HTTP GET (or a POST with a JSON body, such as a
-1-token generation) expecting 2xx (or a given status), or a TCP connect. One probe is one
+1-token generation) expecting 2xx (or a given status), a TCP connect, or a line of the
+process's own output matching a pattern (`log:`, for a process that serves nothing here, such
+as a tunnel that prints its public URL; `process_start` watches its lines). One probe is one
 attempt; `process_start` repeats it until it passes, the process exits, or
 `readiness.timeout` runs out.
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any, Literal
 
 import httpx
@@ -32,6 +35,9 @@ class ReadinessSpec(BaseModel):
     #: expected HTTP status; default any 2xx
     status: int | None = None
     tcp: bool = False
+    #: a regular expression: ready once a line of the process's output matches it (searched,
+    #: not anchored); its named groups are the node's `output.matched`
+    log: str | None = None
     #: seconds to wait for readiness before failing the node
     timeout: float = Field(default=600.0, gt=0)
     #: seconds between probes
@@ -46,12 +52,24 @@ class ReadinessSpec(BaseModel):
             value = "/" + value
         return value
 
+    @field_validator("log")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"`log:` is not a regular expression: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _body_needs_post(self) -> ReadinessSpec:
         if self.body is not None and self.method != "POST":
             raise ValueError("a readiness `body` is sent with `method: POST`; add it")
         if self.method != "GET" and not self.http:
             raise ValueError(f"`method: {self.method}` needs an `http:` path to send it to")
+        if self.log is not None and (self.http or self.tcp):
+            raise ValueError("`log:` is a readiness of its own: leave out `http:`/`tcp:`")
         return self
 
     @property
@@ -92,6 +110,8 @@ def describe_probe(spec: ReadinessSpec, host: str, port: int | None) -> str:
         return f"{spec.method} http://{target}:{port}{spec.http}{expected}"
     if spec.tcp:
         return f"TCP {target}:{port}"
+    if spec.log is not None:
+        return f"an output line matching /{spec.log}/"
     return "process start"
 
 

@@ -5,7 +5,7 @@ spec class says its own `type:` name (its `Literal`) and what the compiler needs
     >>> spec_class("http-stream").__name__
     'HttpStreamSpec'
     >>> [name for name in NODE_TYPES if spec_class(name).kind.value == "service"]
-    ['env-setup', 'process-start']
+    ['env-setup', 'process-start', 'tunnel']
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .process_start import ProcessStartSpec
 from .replica_set import process_start_service
 from .sse_sink import SseSinkNode, SseSinkSpec
 from .switch import SwitchNode, SwitchSpec
+from .tunnel import TunnelNode, TunnelSpec
 from .value import ValueNode, ValueSpec
 
 #: (spec, behaviour) of every node type: the one list to extend
@@ -38,6 +39,7 @@ _TYPES: tuple[tuple[type[NodeSpecBase], Callable[[Any], Any]], ...] = (
     (SwitchSpec, SwitchNode),
     (MapSpec, MapNode),
     (LoopSpec, LoopNode),
+    (TunnelSpec, TunnelNode),
 )
 
 NODE_TYPES: dict[str, tuple[type[NodeSpecBase], Callable[[Any], Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}

@@ -12,6 +12,7 @@
     delay job                                      <job>                 value (delay)
     a streamed workflow output                     <job>-output          sse-sink
     workflow                                       workflows.<id> (single, id-less: `__default__`)
+    gateway (http-tunnel, ssh-tunnel)              <gateway>-<port>      tunnel (`model_compose_gateway`)
 
 This module reads the file's top level, its controller and its components;
 `model_compose_jobs` lowers each workflow's jobs (with `model_compose_calls` for component
@@ -36,6 +37,7 @@ from . import model_compose_keys as keys
 from . import model_compose_mcp as mcp
 from .located import LoweredDocument
 from .model_compose_containers import lower_shell_container
+from .model_compose_gateway import lower_gateways
 from .model_compose_jobs import DEFAULT_WORKFLOW_ID, lower_workflows
 from .model_compose_runtime import lower_docker_server, lower_virtualenv, runtime_of
 
@@ -57,6 +59,8 @@ class _Lowering:
         self.origin: dict[PathKey, PathKey] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.components: dict[str, dict[str, Any]] = {}  # model-compose id -> what jobs need
+        #: what `${gateway.port_<P>...}` (a rewritten `${gateway:P...}`) stands for (`model_compose_gateway`)
+        self.gateway_sources: dict[tuple[Any, ...], Any] = {}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -112,6 +116,7 @@ class _Lowering:
     def lower(self) -> LoweredDocument:
         data = self.doc.data
         keys.check_keys(data, (), keys.TOP, "at the top of a model-compose file", self.errors, self.doc.locate)
+        data = lower_gateways(self, data)  # first: `${gateway:PORT...}` is rewritten for all that follows
         native: dict[str, Any] = {"version": 1}
         if "controller" in data and (controller := self.mapping(data["controller"], ("controller",), "controller")) is not None:
             self.controller(controller, native)

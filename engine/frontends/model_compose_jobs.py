@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 DEFAULT_WORKFLOW_ID = "__default__"
 
 #: what model-compose templates may read (`mindor.core.workflow.context` and the job sources)
-MC_SOURCES = ("input", "env", "output", "jobs", "result", "result[]", "response", "response[]", "context", "item", "index", "error")
+MC_SOURCES = ("input", "env", "output", "jobs", "result", "result[]", "response", "response[]", "context", "item", "index", "error", "gateway")
 #: either vocabulary, for scanning trees that are part lowered
 ANY_SOURCES = tuple(dict.fromkeys((*MC_SOURCES, *SOURCES)))
 
@@ -114,7 +114,7 @@ class WorkflowLowering:
 
     def bindings(self) -> dict[tuple[Any, ...], Any]:
         """What a job's templates may read of other jobs: their lowered values."""
-        found: dict[tuple[Any, ...], Any] = dict(_CONTEXT)
+        found: dict[tuple[Any, ...], Any] = {**_CONTEXT, **self.lw.gateway_sources}
         for job in self.jobs.values():
             if job.value is not None:
                 found[("jobs", job.id, "output")] = job.value

@@ -51,9 +51,9 @@ class Section:
 _RUNTIME_NATIVE = ("native", {"type": "native"})
 
 TOP = Section(
-    supported=frozenset({"controller", "component", "components", "workflow", "workflows"}),
+    supported=frozenset({"controller", "component", "components", "workflow", "workflows", "gateway", "gateways"}),
     unsupported=frozenset({
-        "listener", "listeners", "gateway", "gateways", "logger", "loggers",
+        "listener", "listeners", "logger", "loggers",
         "system", "systems", "tracer", "tracers",
     }),
 )
@@ -254,11 +254,8 @@ UNSUPPORTED_HINTS = {
                  "workflows, and let the reviewer's approval start the second (POST /api/workflows/<id>/runs)",
     "listener": "flowctl's http calls take their answer from the response: call an endpoint that answers in it, or poll "
                 "for the result with a `loop` job",
-    "gateway": "flowctl listens on 127.0.0.1 and opens no tunnels: run one in front of `flowctl up` yourself "
-               "(`ngrok http 8080`, `cloudflared tunnel --url http://127.0.0.1:8080`, `ssh -R 80:127.0.0.1:8080 HOST`)",
 }
 UNSUPPORTED_HINTS["listeners"] = UNSUPPORTED_HINTS["listener"]
-UNSUPPORTED_HINTS["gateways"] = UNSUPPORTED_HINTS["gateway"]
 
 
 def check_keys(data: Mapping[str, Any], path: PathKey, section: Section, where: str, errors: list[FlowError], locate: Locate) -> None:

@@ -188,3 +188,35 @@ async def test_a_command_that_cannot_start_is_an_error(managed, tmp_path: Path) 
     with pytest.raises(ServiceError, match=r"cannot start true: No such file or directory \(.*nowhere\)"):
         await bad_cwd.start()
     assert bad_cwd.status.state is ServiceState.FAILED
+
+
+#: a process that serves nothing: it says where it is reachable after a moment, then waits
+ANNOUNCER = "import time; print('warming up', flush=True); print('tunnel up at https://a-b.example.net now', flush=True); time.sleep(120)"
+
+
+async def test_log_readiness_waits_for_the_line_and_gives_its_groups(managed, mark) -> None:
+    node = managed(command=[sys.executable, "-c", ANNOUNCER], readiness={"log": r"up at (?P<url>https://\S+)", "timeout": 15})
+    output = await node.start()
+    assert output["matched"] == {"url": "https://a-b.example.net"}
+    assert node.status.state is ServiceState.READY
+    await node.stop()
+    assert not marked(mark)
+
+
+async def test_log_readiness_that_never_comes_times_out_naming_the_pattern(managed, mark) -> None:
+    node = managed(command=[sys.executable, "-c", ANNOUNCER], readiness={"log": "no such line", "timeout": 1.0})
+    with pytest.raises(ServiceError) as caught:
+        await node.start()
+    assert "not ready after 1s (an output line matching /no such line/)" in str(caught.value)
+    assert not marked(mark), "the process that never got ready is stopped"
+
+
+def test_log_readiness_must_be_a_pattern_and_alone() -> None:
+    from pydantic import ValidationError
+
+    from flowctl.nodes.readiness import ReadinessSpec
+
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        ReadinessSpec(log="(unclosed")
+    with pytest.raises(ValidationError, match="readiness of its own"):
+        ReadinessSpec(log="x", tcp=True)
