@@ -302,7 +302,7 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         if bound is None or not wl.check_native(bound, (*command_path, index)):
             return None
         argv.append(bound if isinstance(bound, str) else str(bound))
-    if not _argv_is_safe(wl, argv, command_path):
+    if not _argv_is_safe(wl, interrupts.unpaused(job, argv), command_path):
         return None
     fields: dict[Any, PathKey] = {"argv": command_path, "needs": (*job.path, "component") if "component" in job.data else job.path}
     fields.update({("argv", index): (*command_path, index) for index in range(len(argv))})

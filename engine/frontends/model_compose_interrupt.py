@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import TemplateError
 from ..loader import PathKey
 from ..pauses import MAX_PAUSE_TIMEOUT
+from ..templating.rewrite import Unbindable, bind
 from . import model_compose_keys as keys
 from .model_compose_jobs import MC_SOURCES, Job
 
@@ -99,7 +101,20 @@ def before(wl: WorkflowLowering, job: Job, bound_input: Any, waits: list[str]) -
     node_id = pause_node(wl, job, "before", config, where, bound_input, scope, waits)
     if node_id is None:
         return None
+    job.paused_before = (node_id, bound_input)
     return f"${{nodes.{node_id}.output}}", [node_id]
+
+
+def unpaused(job: Job, value: Any) -> Any:
+    """`value` (native templates) with the before-pause's output put back as the job input
+    it stands for: what a check that names the user's own templates should see."""
+    if job.paused_before is None:
+        return value
+    node_id, job_input = job.paused_before
+    try:
+        return bind(value, {("nodes", node_id, "output"): job_input})
+    except (TemplateError, Unbindable):
+        return value
 
 
 def after(wl: WorkflowLowering, job: Job, result: Any, bound_input: Any) -> Any:

@@ -70,6 +70,8 @@ class Job:
     waits: list[str] = field(default_factory=list)
     #: the routing job that chooses it, if any
     routed_by: str | None = None
+    #: the pause node before its work (`interrupt.before`) and the input it stands for
+    paused_before: tuple[str, Any] | None = None
     #: the pause node after its work (`interrupt.after`), which what comes after it waits on
     paused_after: str | None = None
 

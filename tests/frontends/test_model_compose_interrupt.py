@@ -92,7 +92,7 @@ def _ended(client: httpx.Client, task_id: str) -> dict[str, Any]:
 def test_the_corpus_file_is_refused_only_for_its_shell_code() -> None:
     if CORPUS.exists():
         assert CORPUS.read_text() == EXAMPLE
-    error = assert_error_at(EXAMPLE, '"sh", "-c"', "would become part of the code `sh -c` runs")
+    error = assert_error_at(EXAMPLE, '"sh", "-c"', "'input.path' would become part of the code `sh -c` runs")
     assert "interrupt" not in error.message
 
 
