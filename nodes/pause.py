@@ -8,7 +8,7 @@
       timeout: 600                                # seconds; default 3600, at most a week
 
 The run shows as `paused` (`GET /runs/{id}`: `pause` with the rendered message and
-metadata) until someone answers with `POST /runs/{id}/resume` `{"answer": ...}`. The node's
+metadata; a `paused` node event with them on `?events=nodes`) until someone answers with `POST /runs/{id}/resume` `{"answer": ...}`. The node's
 output is the answer, or `value` when the answer is null or absent, so a reviewer either
 approves what is there or replaces it. No answer within `timeout` fails the run, naming the
 pause; cancelling the run while it waits ends the wait at once. `flowctl run` (nobody to
@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ..engine.errors import RunError
+from ..engine.node_events import PAUSED
 from ..engine.pauses import DEFAULT_PAUSE_TIMEOUT, MAX_PAUSE_TIMEOUT, Pause
 from .base import Chunks, RunContext, RunNodeSpec, duration
 
@@ -61,6 +62,8 @@ class PauseNode:
         if ctx.pause is None:
             raise RunError(ctx.node_id, f"{pause.describe()} needs someone to answer, and `flowctl run` cannot take an answer",
                            hint="serve the flow with `flowctl up` and answer with POST /api/runs/<id>/resume")
+        shown = pause.as_dict()
+        ctx.report(PAUSED, **{key: shown[key] for key in ("message", "metadata", "expires_at")})
         try:
             answer = await ctx.pause(pause)
         except TimeoutError:

@@ -9,6 +9,7 @@ action written as an argv (`ls -la PATH`), everything else as the corpus has it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -268,3 +269,47 @@ def test_a_native_pause_node_is_reported_and_answered_on_the_run_routes(flowctl_
         assert resumed.status_code == 200 and resumed.json()["resumed"]["node"] == "review", resumed.text
         done = wait_until(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] == "succeeded" and r, timeout=30, message="never ended")
         assert done["output"] == "published: a better draft"
+
+
+STREAMED = NATIVE.replace("workflows:\n  publish: {output: publish}\n", """\
+  reply:
+    type: sse-sink
+    source: "${nodes.publish.output as stream/text}"
+workflows:
+  publish: {output: reply}
+""")
+
+
+def _sse_events(lines: Any) -> Any:
+    event: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(":")
+            event[key] = value.strip()
+
+
+def test_a_streamed_run_says_it_paused_in_its_node_events_and_goes_on_when_answered(flowctl_up: Any) -> None:
+    up = flowctl_up(STREAMED, timeout=60.0)
+    with httpx.Client(base_url=up.api, timeout=30) as client:
+        with client.stream("POST", "/workflows/publish/runs?events=nodes", json={"input": {"topic": "owls"}}) as stream:
+            run_id = stream.headers["x-run-id"]
+            events = _sse_events(stream.iter_lines())
+            paused = next(json.loads(e["data"]) for e in events if e.get("event") == "node" and '"paused"' in e["data"])
+            assert paused["node"] == "review" and paused["message"] == "Publish the draft about owls?" and paused["metadata"] == {"draft": "a draft about owls"}
+            assert client.post(f"/runs/{run_id}/resume", json={}).status_code == 200
+            text = "".join(e["data"] for e in events if "event" not in e and "data" in e)
+            assert text == "published: a draft about owls"
+
+
+def test_a_client_leaving_a_paused_streamed_run_cancels_it(flowctl_up: Any) -> None:
+    up = flowctl_up(STREAMED, timeout=60.0)
+    with httpx.Client(base_url=up.api, timeout=30) as client:
+        with client.stream("POST", "/workflows/publish/runs?events=nodes", json={"input": {"topic": "owls"}}) as stream:
+            run_id = stream.headers["x-run-id"]
+            next(e for e in _sse_events(stream.iter_lines()) if '"paused"' in e.get("data", ""))
+        wait_until(lambda: client.get(f"/runs/{run_id}").json()["status"] == "cancelled", timeout=30, message="the run outlived its client")
+        assert "pause" not in client.get(f"/runs/{run_id}").json()
