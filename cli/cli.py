@@ -186,7 +186,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     flow = load_flow(args.flow)
     # the services it starts say what they do; their own output goes to their logs
-    host = FlowHost(flow, log=Console(names=flow.services, verbose=args.verbose).service)
+    host = FlowHost(flow, log=Console(names=flow.services, verbose=args.verbose).service, answerable=False)
     given = _parse_inputs(args.input_json, args.pairs)
     # the admission check a served run gets, before any service is started or `up` is asked
     workflow, _ = host.check(args.workflow, given)

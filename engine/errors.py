@@ -16,6 +16,7 @@ Callers catch at the level they care about, the way httpx keeps `_exceptions.py`
     ├── WorkflowNotFound         no workflow by that id
     │   └── ModelNotFound        ... asked for as an OpenAI model
     ├── RunNotFound              no run by that id (any more)
+    ├── NotPaused                a resume for a run that is not waiting for an answer there
     ├── ServiceNotFound          no service by that name in the flow
     ├── Busy                     the workflow's queue is full
     ├── ShuttingDown             flowctl is stopping and takes no new runs
@@ -255,6 +256,22 @@ class RunNotFound(FlowctlError):
         run_id = clip(run_id)
         super().__init__(f"no run '{run_id}'", hint="runs are kept for a while after they finish")
         self.run_id = run_id
+
+    def details(self) -> dict[str, Any]:
+        return {"run_id": self.run_id}
+
+
+class NotPaused(FlowctlError):
+    """A resume the run cannot take: it is not paused (or not at that node or job), or the
+    pause takes no answer and one was given."""
+
+    status_code = 409
+    exit_code = ExitCode.USAGE
+    code = "not_paused"
+
+    def __init__(self, run_id: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.run_id = clip(run_id)
 
     def details(self) -> dict[str, Any]:
         return {"run_id": self.run_id}

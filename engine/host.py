@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..nodes.base import LogSink, ServiceState, ServiceStatus
-from .errors import Busy, FlowctlError, FlowError, RunError, ServiceError, ShuttingDown, WorkflowNotFound
+from ..nodes.base import LogSink, PauseWaiter, ServiceState, ServiceStatus
+from .errors import Busy, FlowctlError, FlowError, NotPaused, RunError, RunNotFound, ServiceError, ShuttingDown, WorkflowNotFound
 from .graph import CompiledFlow, CompiledWorkflow
 from .node_events import NodeEvent
 from .paths import state_dir_for
+from .pauses import Pause
 from .runs import RunRecord, RunStatus
 from .scheduler import WorkflowRun, new_http_client, run_workflow
 from .spec import ServerSpec
@@ -74,8 +75,11 @@ class FlowHost:
         log: LogSink | None = None,
         keep_runs: int = 1000,
         fixed_settings: Callable[[ServerSpec], dict[str, Any]] = settings_fixed_at_start,
+        answerable: bool = True,
     ) -> None:
         self.flow = flow
+        #: whether someone can answer a paused run (`up`'s API); `flowctl run` cannot
+        self.answerable = answerable
         self.state_dir = state_dir or state_dir_for(flow.file)
         self._log = log
         self.supervisor = Supervisor(self.state_dir, on_change=self._service_changed, **({"log": log} if log else {}))
@@ -225,7 +229,7 @@ class FlowHost:
                     yield chunk
             else:
                 # the per-token loop: straight from the output node (see WorkflowRun)
-                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools)
+                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools, pause=self._pause_waiter(record))
                 try:
                     chunks = await engine.open()
                     if chunks is not None:
@@ -274,7 +278,7 @@ class FlowHost:
 
     async def _with_events(self, run: PreparedRun) -> AsyncGenerator[Any, None]:
         record = run.record
-        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools)
+        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools, pause=self._pause_waiter(record))
         try:
             async for chunk in chunks:
                 if chunk.__class__ is not NodeEvent:
@@ -284,6 +288,19 @@ class FlowHost:
                 yield chunk
         finally:
             await chunks.aclose()
+
+    def _pause_waiter(self, record: RunRecord) -> PauseWaiter | None:
+        return record.pause if self.answerable else None
+
+    def resume(self, run_id: str, answer: Any, *, node: str | None = None, job: str | None = None) -> Pause:
+        """Answer the paused run `run_id` (at `node`, or `job`, else its oldest pause).
+        RunNotFound or NotPaused say what is wrong."""
+        record = self.runs.get(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        if record.status.finished:
+            raise NotPaused(run_id, f"run '{run_id}' is not paused: it {record.status.value}")
+        return record.resume(answer, node=node, job=job)
 
     def cancel(self, run_id: str) -> RunRecord | None:
         record = self.runs.get(run_id)

@@ -24,6 +24,8 @@ CANCELLED: Final = "cancelled"
 #: steps reported by a node while it runs (`RunContext.report`): a retry, a map's progress
 RETRYING: Final = "retrying"
 PROGRESS: Final = "progress"
+#: a pause node waits for a person's answer (`message`, `metadata`, `expires_at`)
+PAUSED: Final = "paused"
 
 #: states after which a node does nothing more in this run
 FINAL_STATES: Final = frozenset({FINISHED, FAILED, SKIPPED, CANCELLED})
@@ -64,6 +66,8 @@ def describe(event: Mapping[str, Any]) -> str:
     line = f"{event.get('at_ms', 0):8.1f} ms  {event.get('node')} {state}"
     if state == RETRYING:
         line += f" (attempt {event.get('attempt')} in {event.get('wait_ms')} ms)"
+    elif state == PAUSED and event.get("message"):
+        line += f": {event['message']}"
     elif state == PROGRESS:
         line += f" {event.get('done')}/{event.get('total')}"
     if event.get("elapsed_ms") is not None:
@@ -74,4 +78,4 @@ def describe(event: Mapping[str, Any]) -> str:
     return line
 
 
-__all__ = ["CANCELLED", "FAILED", "FINAL_STATES", "FINISHED", "PROGRESS", "RETRYING", "SKIPPED", "STARTED", "NodeEvent", "describe"]
+__all__ = ["CANCELLED", "FAILED", "FINAL_STATES", "FINISHED", "PAUSED", "PROGRESS", "RETRYING", "SKIPPED", "STARTED", "NodeEvent", "describe"]

@@ -24,12 +24,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .pauses import Pause, PauseBoard
 from .usage import TokenUsage
 
 
 class RunStatus(str, enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
+    #: waiting for a person's answer (a `pause` node; model-compose's `interrupt:`)
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -56,6 +59,8 @@ class RunRecord:
     usage: TokenUsage | None = None
     #: set once the run has ended, whatever the way
     finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: what the run waits for a person's answer to, if anything (`pause`)
+    pauses: PauseBoard = field(default_factory=PauseBoard, repr=False)
     _task: asyncio.Task[Any] | None = field(default=None, repr=False)
     _stop_reason: tuple[RunStatus, str | None] | None = field(default=None, repr=False)
 
@@ -102,6 +107,23 @@ class RunRecord:
             return False  # cancelled for another reason as well
         return True
 
+    async def pause(self, pause: Pause) -> Any:
+        """A node of this run waits for a person's answer (`PauseBoard.wait`): the run shows
+        as paused meanwhile."""
+        self.status = RunStatus.PAUSED
+        try:
+            return await self.pauses.wait(pause)
+        finally:
+            if self.status is RunStatus.PAUSED and self.pauses.current() is None:
+                self.status = RunStatus.RUNNING
+
+    def resume(self, answer: Any, *, node: str | None = None, job: str | None = None) -> Pause:
+        """Answer one of this run's pauses (`PauseBoard.answer`, which raises NotPaused)."""
+        pause = self.pauses.answer(self.id, answer, node=node, job=job)
+        if self.status is RunStatus.PAUSED and self.pauses.current() is None:
+            self.status = RunStatus.RUNNING
+        return pause
+
     def finish(self, status: RunStatus | None = None, error: str | None = None) -> None:
         """Close the record. `status` (and `error`) say how the run ended; without one, an
         unfinished run ends as its interruption said, else as cancelled (its consumer stopped
@@ -138,4 +160,7 @@ class RunRecord:
         }
         if self.usage is not None:
             result["usage"] = self.usage.as_openai()
+        pause = self.pauses.current()
+        if pause is not None:
+            result["pause"] = pause.as_dict()
         return result

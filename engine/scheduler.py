@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 
 from ..nodes.balancer import ReplicaPool
-from ..nodes.base import Chunks, RunContext
+from ..nodes.base import Chunks, PauseWaiter, RunContext
 from ..nodes.http_transport import StreamingTransport
 from ..nodes.registry import create_run_node
 from .conditions import holds
@@ -111,12 +111,13 @@ def run_workflow(
     on_usage: Callable[[TokenUsage], None] | None = None,
     session: str | None = None,
     pools: Mapping[str, ReplicaPool] | None = None,
+    pause: PauseWaiter | None = None,
 ) -> Chunks:
     """The workflow's output chunks (and, with `events`, `NodeEvent`s between them).
     `inputs` must already be validated and cast. Close the iterator to stop the run.
     `on_usage` hears each node's token counts, when its upstream reports them; `pools` are
     the running services' balancing pools (http-stream's `service:`)."""
-    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage, session=session, pools=pools)
+    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage, session=session, pools=pools, pause=pause)
     return run.chunks_with_events() if events else run.chunks()
 
 
@@ -151,8 +152,10 @@ class WorkflowRun:
         on_usage: Callable[[TokenUsage], None] | None = None,
         session: str | None = None,
         pools: Mapping[str, ReplicaPool] | None = None,
+        pause: PauseWaiter | None = None,
     ) -> None:
         self.flow = flow
+        self.pause = pause
         self.pools: Mapping[str, ReplicaPool] = pools if pools is not None else {}
         self.on_usage = on_usage
         self.workflow = workflow
@@ -391,6 +394,7 @@ class WorkflowRun:
             ctx.usage = self.on_usage
         if node.spec.route_targets():
             ctx.choose = lambda targets: self.chosen.__setitem__(node_id, frozenset(targets))
+        ctx.pause = self.pause
         if node.inner is not None:
             inner = node.inner
             ctx.run_item = lambda extra: self._run_item(node_id, inner, extra)

@@ -32,6 +32,7 @@ from ..engine.conditions import Condition
 from ..engine.usage import TokenUsage
 
 if TYPE_CHECKING:
+    from ..engine.pauses import Pause
     from ..engine.templating import CompiledValue
     from .balancer import ReplicaPool
 
@@ -294,7 +295,13 @@ class RunContext:
     usage: Callable[[TokenUsage], None] = field(default=lambda usage: None)
     #: the running services' balancing pools by node id (http-stream's `service:`)
     pools: Mapping[str, ReplicaPool] = field(default_factory=dict)
+    #: a pause node waits for a person's answer: `await pause(Pause(...))`; None where the
+    #: run cannot be answered (`flowctl run` without `up`)
+    pause: PauseWaiter | None = None
 
+
+#: how a node waits for its run's answer (`RunRecord.pause`)
+PauseWaiter = Callable[["Pause"], Awaitable[Any]]
 
 #: what a per-run node yields; an async generator, so its consumer can `aclose` it
 Chunks = AsyncGenerator[Any, None]

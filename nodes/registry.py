@@ -21,6 +21,7 @@ from .env_setup import EnvSetupNode, EnvSetupSpec
 from .http_stream import HttpStreamNode, HttpStreamSpec
 from .loop import LoopNode, LoopSpec
 from .map import MapNode, MapSpec
+from .pause import PauseNode, PauseSpec
 from .process_start import ProcessStartSpec
 from .replica_set import process_start_service
 from .sse_sink import SseSinkNode, SseSinkSpec
@@ -40,6 +41,7 @@ _TYPES: tuple[tuple[type[NodeSpecBase], Callable[[Any], Any]], ...] = (
     (MapSpec, MapNode),
     (LoopSpec, LoopNode),
     (TunnelSpec, TunnelNode),
+    (PauseSpec, PauseNode),
 )
 
 NODE_TYPES: dict[str, tuple[type[NodeSpecBase], Callable[[Any], Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}

@@ -9,8 +9,9 @@
                                      (`Accept: application/json` collects it), else JSON;
                                      `?events=nodes` adds node events (docs/dag.md)
     GET  /services/{node}/logs       a service's log (`?tail=N&follow=1` for SSE; routes_logs.py)
-    GET  /runs/{run_id}              a run's status
+    GET  /runs/{run_id}              a run's status (a paused one: `pause` with its message)
     POST /runs/{run_id}/cancel       cancel it (closes the upstream request)
+    POST /runs/{run_id}/resume       answer a paused run (`{"answer": ...}`; routes_resume.py)
 
 Handlers ask the engine (`FlowHost`) for everything; they keep no state of their own.
 """
@@ -214,10 +215,11 @@ API_HANDLERS = [health, ready, list_workflows, get_workflow, get_graph, start_ru
 
 def api_router(ctx: ServerContext, base_path: str) -> Router:
     from .routes_logs import LOG_HANDLERS  # it builds on this module's helpers
+    from .routes_resume import resume_run
 
     return Router(
         path=base_path or "/",
-        route_handlers=[*API_HANDLERS, *LOG_HANDLERS],
+        route_handlers=[*API_HANDLERS, *LOG_HANDLERS, resume_run],
         dependencies={"ctx": Provide(lambda: ctx, use_cache=True, sync_to_thread=False)},
         tags=["flowctl"],
     )

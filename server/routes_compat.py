@@ -1,7 +1,8 @@
 """model-compose's HTTP API, so its clients keep working against flowctl (under base_path).
 
     POST /workflows/runs   {"workflow_id", "input", "session_id", "output_only", "wait_for_completion"}
-    GET  /tasks/{task_id}  {"task_id", "status", "output", "error"}  (`?output_only=true`)
+    GET  /tasks/{task_id}  {"task_id", "status", "output", "error", "interrupt"}  (`?output_only=true`)
+    POST /tasks/{task_id}/resume  {"job_id", "answer"}  (routes_resume.py)
 
 - `workflow_id` missing, null, or model-compose's `__default__` (when no workflow has that
   id): the default workflow.
@@ -14,8 +15,11 @@
 - `output_only: false`: `{"run_id", "task_id", "status", "output"}` once it ends, a streamed
   output collected into its text.
 
-`status` uses model-compose's words here (`pending`, `processing`, `completed`, `failed`);
-the native routes use flowctl's (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
+`status` uses model-compose's words here (`pending`, `processing`, `interrupted`, `completed`,
+`failed`); the native routes use flowctl's (`queued`, `running`, `paused`, `succeeded`,
+`failed`, `cancelled`). A workflow that can pause answers `wait_for_completion` as soon as
+the run pauses (`interrupted`, with `interrupt: {job_id, phase, message, metadata}`), as
+model-compose does; the run goes on in the background until it is resumed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..engine.errors import BadRequest, RunNotFound
 from ..engine.runs import RunRecord, RunStatus
 from .errors import describe
 from .routes_api import FromPath, FromQuery, NamedDependency, ServerContext, input_of, read_json_object, session_of, wants_sse
+from .routes_resume import answer_when_paused, can_pause, resume_task
 from .streaming import JSONAnswer, RunResponse, run_in_background
 
 #: what model-compose clients send for "the default workflow"
@@ -39,6 +44,7 @@ DEFAULT_WORKFLOW_ALIAS = "__default__"
 _STATUS = {
     RunStatus.QUEUED: "pending",
     RunStatus.RUNNING: "processing",
+    RunStatus.PAUSED: "interrupted",
     RunStatus.SUCCEEDED: "completed",
     RunStatus.FAILED: "failed",
     RunStatus.CANCELLED: "failed",
@@ -51,6 +57,9 @@ def task_result(record: RunRecord, output: Any = None) -> dict[str, Any]:
         result["error"] = record.error or "cancelled"
     elif record.error:
         result["error"] = record.error
+    pause = record.pauses.current()
+    if pause is not None:  # model-compose's InterruptResult
+        result["interrupt"] = {"job_id": pause.job or pause.node, "phase": pause.phase, "message": pause.message, "metadata": pause.metadata}
     return result
 
 
@@ -94,6 +103,12 @@ async def run_workflow(ctx: NamedDependency[ServerContext], request: Request[Any
     if output_only and not wait:
         raise BadRequest("output_only requires wait_for_completion=true", field="output_only")
     run = ctx.host.prepare(workflow_id, input_of(body), session=session_of(body))
+    if wait and can_pause(run):  # model-compose answers once the run pauses, and it goes on
+        await answer_when_paused(ctx, run)
+        output = ctx.outputs.get(run.record.id)
+        if output_only and run.record.status.finished:
+            return JSONAnswer(*_render_output(run.record, output, None))
+        return JSONAnswer(202 if output_only else 200, task_result(run.record, output))
     if not wait:
         run_in_background(ctx.host, run, ctx.outputs, ctx.background)
         return JSONAnswer(202, task_result(run.record))
@@ -110,6 +125,8 @@ def get_task(ctx: NamedDependency[ServerContext], task_id: FromPath[str], output
         raise RunNotFound(task_id)
     output = ctx.outputs.get(task_id)
     if output_only:
+        if record.status is RunStatus.PAUSED:
+            return Response(task_result(record), status_code=202)
         if not record.status.finished:
             return Response({"detail": "Task is still in progress."}, status_code=202)
         return _output_response(record, output)
@@ -122,7 +139,7 @@ def _output_response(record: RunRecord, output: Any) -> Response[Any]:
     return Response(json.dumps(body, ensure_ascii=False, default=str).encode(), status_code=status, media_type="application/json")
 
 
-COMPAT_HANDLERS = [run_workflow, get_task]
+COMPAT_HANDLERS = [run_workflow, get_task, resume_task]
 
 
 def compat_router(ctx: ServerContext, base_path: str) -> Router:

@@ -27,6 +27,7 @@ from ..loader import PathKey
 from ..templating.ast import Expr
 from ..templating.parser import parse_parts
 from ..templating.rewrite import references_in
+from . import model_compose_interrupt as interrupts
 from . import model_compose_keys as keys
 from .model_compose_jobs import ANY_SOURCES, Job
 from .shell_arguments import parameterise
@@ -158,7 +159,15 @@ def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = 
             return None
     # a for-each or loop body waits on nothing of its own but the component's service (its
     # owner waits on the jobs); the owner takes that over as its own upstream
-    upstream = [*component["needs"], *(wl.needs_of(job) if needs else [])]
+    if not needs and "interrupt" in job.data:
+        wl.error("an interrupt inside a `do:` job is not lowered by flowctl: one person would answer it once per item",
+                 (*job.path, "interrupt"), key=True, hint="put the interrupt on the job itself")
+        return None
+    paused = interrupts.before(wl, job, bound_input, wl.needs_of(job) if needs else [])
+    if paused is None:
+        return None
+    bound_input, waits = paused
+    upstream = [*component["needs"], *waits]
     if component["type"] == "shell":
         return _command(wl, job, component, action_path, spec, bound_input, upstream)
     return _request(wl, job, component, action_path, spec, bound_input, upstream)
@@ -205,6 +214,18 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         return None
     job_output = job.data.get("output") if job.own_mapping else None
     identity, hint = _identity_output(job_output)
+    if interrupts.has_after(job):
+        # the job's output mapping reads the pause after the request, not the request
+        if action_output is not None:
+            node["output"] = action_output
+        reviewed = interrupts.after(wl, job, f"${{nodes.{job.node}.output}}", bound_input)
+        if reviewed is None:
+            return None
+        job.hint = hint if identity else None
+        job.value = reviewed if identity else wl.bind(job_output, (*job.path, "output"), {("output",): reviewed})
+        if job.value is None or not wl.check_native(job.value, (*job.path, "output")):
+            return None
+        return node, action_path, fields
     if identity:
         job.hint = hint
         if action_output is not None:
@@ -305,6 +326,7 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         if bound is None or not wl.check_native(bound, (*command_path, index)):
             return None
         argv.append(bound if isinstance(bound, str) else str(bound))
+    argv = _without_answers_in_code(wl, job, argv)
     written = len(argv)
     safe_argv = _code_free_argv(wl, argv, command_path)
     if safe_argv is None:
@@ -347,6 +369,9 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     action_output = wl.bind(spec.get("output", "${result}"), (*action_path, "output"), {**given, ("result",): result})
     if action_output is None or not wl.check_native(action_output, (*action_path, "output")):
         return None
+    action_output = interrupts.after(wl, job, action_output, bound_input)
+    if action_output is None:
+        return None
     job_output = job.data.get("output") if job.own_mapping else None
     identity, hint = _identity_output(job_output)
     if identity:
@@ -374,6 +399,24 @@ def _script_index(argv: list[str]) -> int:
     if flag is None or flag not in argv[1:]:
         return len(argv)
     return argv.index(flag, 1) + 1
+
+
+def _without_answers_in_code(wl: WorkflowLowering, job: Job, argv: list[str]) -> list[str]:
+    """A before-pause's answer replaces the job's input; where that input is written into
+    shell code, the answer (request data) would be parsed as code. There the command reads
+    the input as the job got it (its per-run values then passed as arguments) and the pause
+    takes no answer, saying why."""
+    index = _script_index(argv)
+    if job.paused_before is None or index >= len(argv):
+        return argv
+    node_id = job.paused_before[0]
+    if not any(ref.dotted.startswith(f"nodes.{node_id}.") or ref.dotted == f"nodes.{node_id}" for ref in references_in(argv[index])):
+        return argv
+    program = posixpath.basename(argv[0])
+    wl.lw.nodes[node_id]["no_answer_because"] = (f"job '{job.id}' writes its input into the code `{program} {argv[index - 1]}` runs, "
+                                                 "and an answer must never be parsed as code")
+    unpaused: list[str] = interrupts.unpaused(job, argv)
+    return unpaused
 
 
 def _code_free_argv(wl: WorkflowLowering, argv: list[str], command_path: PathKey) -> list[str] | None:

@@ -70,6 +70,10 @@ class Job:
     waits: list[str] = field(default_factory=list)
     #: the routing job that chooses it, if any
     routed_by: str | None = None
+    #: the pause node before its work (`interrupt.before`) and the input it stands for
+    paused_before: tuple[str, Any] | None = None
+    #: the pause node after its work (`interrupt.after`), which what comes after it waits on
+    paused_after: str | None = None
 
 
 def lower_workflows(lw: _Lowering, data: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +124,9 @@ class WorkflowLowering:
                 found[("jobs", job.id, "output")] = job.value
         return found
 
-    def bind(self, value: Any, path: PathKey, extra: dict[tuple[Any, ...], Any] | None = None) -> Any:
-        """`value` (model-compose templates) with the other jobs' values, `extra` and
-        `${context.run_id}` substituted; errors are reported at `path` and give None."""
+    def bind(self, value: Any, path: PathKey, extra: dict[tuple[Any, ...], Any] | None = None, sources: tuple[str, ...] = MC_SOURCES) -> Any:
+        """`value` (model-compose templates, reading `sources`) with the other jobs' values,
+        `extra` and `${context.run_id}` substituted; errors are reported at `path` and give None."""
         operator = _operator_key(value)
         if operator is not None:
             at, key = operator
@@ -130,7 +134,7 @@ class WorkflowLowering:
                        hint="build the value in a job (a command or an http call), or write this part in flowctl's native form")
             return None
         try:
-            bound = bind(value, {**self.bindings(), **(extra or {})}, MC_SOURCES)
+            bound = bind(value, {**self.bindings(), **(extra or {})}, sources)
         except TemplateError as exc:
             where = f" in node '{self.current.node}'" if self.current is not None else ""
             self.error(f"bad template{where}: {exc.message}", (*path, *getattr(exc, "value_path", ())), hint=exc.hint)
@@ -294,7 +298,7 @@ class WorkflowLowering:
 
     def needs_of(self, job: Job) -> list[str]:
         """The native nodes of the jobs `job` waits on."""
-        return [self.jobs[up].node for up in job.waits if up in self.jobs]
+        return [self.jobs[up].paused_after or self.jobs[up].node for up in job.waits if up in self.jobs]
 
     # -- the output --------------------------------------------------------------------------
 
@@ -334,7 +338,7 @@ class WorkflowLowering:
         jobs = [str(ref.path[0]) for ref in refs if ref.source == "jobs" and ref.path]
         if any(ref.source == "output" for ref in refs) and len(terminals) == 1:
             jobs.append(terminals[0])
-        return list(dict.fromkeys(self.jobs[j].node for j in jobs if j in self.jobs))
+        return list(dict.fromkeys(self.jobs[j].paused_after or self.jobs[j].node for j in jobs if j in self.jobs))
 
     def terminals(self) -> list[str]:
         """Jobs no other job depends on (model-compose returns their output); routing jobs

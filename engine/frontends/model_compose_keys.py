@@ -147,9 +147,14 @@ _JOB_COMMON = Section(
     noop={"max_run_count": (25,)},
 )
 
-# a component job's `retry` and `on_error` are lowered (request retries, a fallback node)
-JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output", "retry", "on_error"},
-              _JOB_COMMON.unsupported - {"retry", "on_error"}, {**_JOB_COMMON.noop, "repeat_count": (1,)})
+# a component job's `retry` and `on_error` are lowered (request retries, a fallback node),
+# and its `interrupt` (pause nodes before and after it: model_compose_interrupt.py)
+JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output", "retry", "on_error", "interrupt"},
+              _JOB_COMMON.unsupported - {"retry", "on_error", "interrupt"}, {**_JOB_COMMON.noop, "repeat_count": (1,)})
+#: JobInterruptsConfig, and one of its points (JobInterruptConfig); `timeout` is flowctl's:
+#: how long the pause waits for its answer
+INTERRUPTS = Section(supported=frozenset({"before", "after"}))
+INTERRUPT_POINT = Section(supported=frozenset({"message", "metadata", "timeout"}), unsupported=frozenset({"condition"}))
 RETRY = Section(supported=frozenset({"max_attempt_count", "delay", "backoff", "max_delay"}))
 ON_ERROR = Section(supported=frozenset({"output"}), unsupported=frozenset({"to"}))
 
@@ -250,8 +255,8 @@ def unsupported(key: str, path: PathKey, locate: Locate, why: str | None = None)
 UNSUPPORTED_HINTS = {
     "hook": "flowctl runs no inline Python: do the before/after work in a job of its own (a shell component running "
             "`[python3, -c, SCRIPT, VALUE...]`, the values as arguments), chained with `depends_on`",
-    "interrupt": "flowctl runs a workflow to its end without pausing for a person: split it at the approval point into two "
-                 "workflows, and let the reviewer's approval start the second (POST /api/workflows/<id>/runs)",
+    "interrupt": "flowctl pauses component jobs only: put the review on the component job this one leads to or follows",
+    "condition": "flowctl pauses every time: put the check in an `if` job that routes to the job with the interrupt",
     "listener": "flowctl's http calls take their answer from the response: call an endpoint that answers in it, or poll "
                 "for the result with a `loop` job",
 }

@@ -500,6 +500,7 @@ function showNodeEvent(ev) {
   if (ev.elapsed_ms != null) detail = ev.elapsed_ms + " ms" + (detail ? ", " + detail : "");
   if (ev.state === "progress") detail = ev.done + "/" + ev.total;
   if (ev.state === "retrying") detail = "attempt " + ev.attempt;
+  if (ev.state === "paused") detail = ev.message || "waiting for an answer";
   state.nodeStates[ev.node] = { state: shown, detail };
   paintNode(ev.node, state.nodeStates[ev.node]);
 }

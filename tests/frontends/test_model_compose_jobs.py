@@ -154,7 +154,8 @@ workflow:
         (("depends_on: [quote]", "depends_on: [quote]\n    - {id: quote, component: writer}"), "- {id: quote, component: writer}",
          "job id 'quote' is used twice", None),
         (("component: speaker", "component: speakr"), "component: speakr", "unknown component 'speakr'", "did you mean 'speaker'?"),
-        (("      input: ${input}\n", "      input: ${input}\n      interrupt: {before: true}\n"), "interrupt:", "model-compose key 'interrupt' is not supported", None),
+        (("      input: ${input}\n", "      input: ${input}\n      interrupt: {before: {condition: {value: 1}}}\n"), "interrupt:",
+         "model-compose key 'condition' is not supported", "`if` job"),
         (("      input: ${input}\n", "      input: ${input}\n      type: pipeline\n"), "type: pipeline", "job type 'pipeline' is not supported", "depends_on"),
     ],
 )
