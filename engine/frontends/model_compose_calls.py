@@ -29,8 +29,8 @@ from ..templating.parser import parse_parts
 from ..templating.rewrite import references_in
 from . import model_compose_interrupt as interrupts
 from . import model_compose_keys as keys
+from . import shell_arguments as shell
 from .model_compose_jobs import ANY_SOURCES, Job
-from .shell_arguments import parameterise
 
 if TYPE_CHECKING:
     from .model_compose import _Lowering
@@ -388,10 +388,6 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     return node, action_path, fields
 
 
-_RUNTIME_SOURCES = ("input", "nodes", "run", "item", "index", "loop")
-_SHELLS = ("sh", "bash", "zsh", "dash", "ksh")
-
-
 def _script_index(argv: list[str]) -> int:
     """Where the code of `[program, -c, CODE, ...]` is, or len(argv) when there is none."""
     program = posixpath.basename(argv[0]) if argv else ""
@@ -422,26 +418,28 @@ def _without_answers_in_code(wl: WorkflowLowering, job: Job, argv: list[str]) ->
 def _code_free_argv(wl: WorkflowLowering, argv: list[str], command_path: PathKey) -> list[str] | None:
     """A program that runs its `-c`/`-e` argument as code (`sh -c`, `python3 -c`) must not get
     a per-run value inside that code: request data would become shell or program syntax. A
-    shell's script gets each such value as a positional parameter instead (see
-    shell_arguments); any other program's code is refused. None when an error was reported."""
+    shell's script gets each such value as a positional parameter instead (`shell_arguments`);
+    any other program's code is refused. None when an error was reported."""
     index = _script_index(argv)
     if index >= len(argv):
         return argv
     program = posixpath.basename(argv[0])
-    runtime = [ref for ref in references_in(argv[index]) if ref.source in _RUNTIME_SOURCES]
+    runtime = [ref for ref in references_in(argv[index]) if ref.source in shell.RUNTIME_SOURCES]
     if not runtime:
         return argv
-    if program in _SHELLS:
-        after = argv[index + 1:]
-        moved = parameterise(argv[index], _RUNTIME_SOURCES, first=max(len(after), 1))
-        if moved is not None:
-            script, values = moved
-            return [*argv[:index], script, *(after or [program]), *values]
+    why = "a value from a request must never be parsed as code"
+    if program in shell.SHELLS:
+        try:
+            code, values = shell.as_positional(argv[index], shell.taken_parameters(argv, index))
+        except shell.NotAnArgument as exc:
+            why = str(exc)
+        else:
+            return shell.with_parameters([*argv[:index], code, *argv[index + 1:]], index, values)
     flag = argv[index - 1]
-    wl.error(f"'{runtime[0].dotted}' would become part of the code `{program} {flag}` runs: a value from a request must never be parsed as code",
+    wl.error(f"'{runtime[0].dotted}' would become part of the code `{program} {flag}` runs: {why}",
              (*command_path, index),
              hint=f'pass it as an argument after the script instead: [{program}, {flag}, \'... "$1" ...\', {program}, "${{{runtime[0].dotted}}}"]'
-             if program in _SHELLS else "pass it as an argument after the script (sys.argv, process.argv) instead")
+             if program in shell.SHELLS else "pass it as an argument after the script (sys.argv, process.argv) instead")
     return None
 
 

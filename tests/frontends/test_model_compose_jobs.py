@@ -219,6 +219,8 @@ workflow:
     ('[sh, -c, "${input.command}"]', "the whole script"),
     ('[sh, -c, "cd /tmp; ${input.program} --help"]', "a command's name"),
     ('[sh, -c, "cat <<EOF\\n${input.text}\\nEOF"]', "a here-document"),
+    ('[sh, -c, "X=1 eval \\"$(date)\\" \\"${input.code}\\""]', "an argument of eval"),
+    ('[sh, -c, "echo go | xargs ${input.program}"]', "an argument of xargs"),
     ('[python3, -c, "print(${input.n})"]', "not a shell"),
 ])
 def test_request_data_never_becomes_code(command: str, reason: str) -> None:
