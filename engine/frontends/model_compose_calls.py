@@ -27,6 +27,7 @@ from ..templating.ast import Expr
 from ..templating.parser import parse_parts
 from ..templating.rewrite import references_in
 from . import model_compose_keys as keys
+from . import model_compose_shell as shell
 from .model_compose_jobs import ANY_SOURCES, Job
 
 if TYPE_CHECKING:
@@ -43,7 +44,12 @@ Built = tuple[dict[str, Any], PathKey, dict[Any, PathKey]]
 
 
 def lower_component_job(wl: WorkflowLowering, job: Job) -> None:
-    built = _lower(wl, job, "${input}")
+    if "hook" in job.data:
+        from .model_compose_hooks import lower_hooked_job
+
+        lower_hooked_job(wl, job)
+        return
+    built = lower_call(wl, job, "${input}")
     if built is not None:
         node, origin, fields = built
         if _resilience(wl, job, node, fields):
@@ -115,7 +121,11 @@ def inline_component_node(wl: WorkflowLowering, parent: Job, data: dict[str, Any
             wl.error(f"`{key}:` has no meaning in {what}", (*path, key), key=True)
             return None
     inner = Job(f"{parent.id}.do", path, data, "component", f"{parent.node}-{'item' if parent.type == 'for-each' else 'body'}")
-    built = _lower(wl, inner, default_input, needs=False, scope=scope)
+    if "hook" in data:
+        from .model_compose_hooks import hooked_body
+
+        return hooked_body(wl, parent, inner, default_input, scope)
+    built = lower_call(wl, inner, default_input, needs=False, scope=scope)
     if built is None:
         return None
     node, _, _ = built
@@ -136,7 +146,8 @@ def _reads_stdout_only(value: Any, node: str) -> bool:
     return bool(value == stdout or value == {"stdout": stdout, "exit_code": 0})
 
 
-def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = True, scope: dict[tuple[Any, ...], Any] | None = None) -> Built | None:
+def lower_call(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = True, scope: dict[tuple[Any, ...], Any] | None = None) -> Built | None:
+    """The node that calls the job's action, with the job's input substituted into it."""
     component = _component(wl, job)
     if component is None or component["type"] is None:
         return None  # reported here, or where the component is written
@@ -144,22 +155,30 @@ def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = 
     if action is None:
         return None
     action_path, spec = action
-    job_input = job.data.get("input")
-    in_path = (*job.path, "input")
-    if job_input is None:
-        bound_input: Any = default_input
-    elif _is_whole_input(job_input):
-        bound_input = (scope or {}).get(("input",), "${input}")
-    else:
-        bound_input = wl.bind(job_input, in_path, scope)
-        if bound_input is None or not wl.check_native(bound_input, in_path, ("item", "index")):
-            return None
+    bound_input = bound_job_input(wl, job, default_input, scope)
+    if bound_input is None:
+        return None
     # a for-each or loop body waits on nothing of its own but the component's service (its
     # owner waits on the jobs); the owner takes that over as its own upstream
     upstream = [*component["needs"], *(wl.needs_of(job) if needs else [])]
     if component["type"] == "shell":
         return _command(wl, job, component, action_path, spec, bound_input, upstream)
     return _request(wl, job, component, action_path, spec, bound_input, upstream)
+
+
+def bound_job_input(wl: WorkflowLowering, job: Job, default_input: str, scope: dict[tuple[Any, ...], Any] | None = None) -> Any:
+    """The job's `input:` as a native template tree (`default_input` when it gives none);
+    None after a reported error."""
+    job_input = job.data.get("input")
+    in_path = (*job.path, "input")
+    if job_input is None:
+        return default_input
+    if _is_whole_input(job_input):
+        return (scope or {}).get(("input",), "${input}")
+    bound_input = wl.bind(job_input, in_path, scope)
+    if bound_input is None or not wl.check_native(bound_input, in_path, ("item", "index")):
+        return None
+    return bound_input
 
 
 # -- http-server and http-client actions -----------------------------------------------------
@@ -202,7 +221,7 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     if not ok:
         return None
     job_output = job.data.get("output") if job.own_mapping else None
-    identity, hint = _identity_output(job_output)
+    identity, hint = identity_output(job_output)
     if identity:
         job.hint = hint
         if action_output is not None:
@@ -281,8 +300,10 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         if bound is None or not wl.check_native(bound, (*command_path, index)):
             return None
         argv.append(bound if isinstance(bound, str) else str(bound))
-    if not _argv_is_safe(wl, argv, command_path):
+    safe = _safe_argv(wl, argv, command_path)
+    if safe is None:
         return None
+    argv = safe
     fields: dict[Any, PathKey] = {"argv": command_path, "needs": (*job.path, "component") if "component" in job.data else job.path}
     fields.update({("argv", index): (*command_path, index) for index in range(len(argv))})
     node: dict[str, Any] = {"type": "command", "needs": upstream, "argv": argv}
@@ -315,7 +336,7 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     if action_output is None or not wl.check_native(action_output, (*action_path, "output")):
         return None
     job_output = job.data.get("output") if job.own_mapping else None
-    identity, hint = _identity_output(job_output)
+    identity, hint = identity_output(job_output)
     if identity:
         job.hint = hint
         value = action_output
@@ -330,24 +351,32 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     return node, action_path, fields
 
 
-def _argv_is_safe(wl: WorkflowLowering, argv: list[str], command_path: PathKey) -> bool:
+def _safe_argv(wl: WorkflowLowering, argv: list[str], command_path: PathKey) -> list[str] | None:
     """A program that runs its `-c`/`-e` argument as code (`sh -c`, `python3 -c`) must not get
-    a per-run value inside that code: request data would become shell or program syntax."""
+    a per-run value inside that code: request data would become shell or program syntax. A
+    shell gets such values as positional parameters instead (`model_compose_shell`); code that
+    is a hook's input as a whole is checked where the hook is lowered. None after an error."""
     program = posixpath.basename(argv[0]) if argv else ""
     flag = _CODE_FLAGS.get(program)
     if flag is None or flag not in argv[1:]:
-        return True
+        return argv
     index = argv.index(flag, 1) + 1
     if index >= len(argv):
-        return True
-    runtime = [ref for ref in references_in(argv[index]) if ref.source in ("input", "nodes", "run", "item", "index", "loop")]
+        return argv
+    runtime = [ref for ref in references_in(argv[index]) if ref.source in ("input", "nodes", "run", "item", "index", "loop", "hook")]
     if not runtime:
-        return True
+        return argv
+    whole = shell.whole_reference(argv[index]) if program in shell.SHELLS else None
+    if whole is not None and whole.source == "hook" and whole.path[:1] == ("input",):
+        return argv  # the hooked job's input: see model_compose_hooks
+    if program in shell.SHELLS and whole is None:
+        code, values = shell.as_positional(argv[index], shell.taken_parameters(argv, index))
+        return shell.with_parameters([*argv[:index], code, *argv[index + 1 :]], index, values)
     wl.error(f"'{runtime[0].dotted}' would become part of the code `{program} {flag}` runs: a value from a request must never be parsed as code",
              (*command_path, index),
              hint=f'pass it as an argument after the script instead: [{program}, {flag}, \'... "$1" ...\', {program}, "${{{runtime[0].dotted}}}"]'
-             if program in ("sh", "bash", "zsh", "dash", "ksh") else "pass it as an argument after the script (sys.argv, process.argv) instead")
-    return False
+             if program in shell.SHELLS else "pass it as an argument after the script (sys.argv, process.argv) instead")
+    return None
 
 
 def _working_dir(lw: _Lowering, component: dict[str, Any], spec: dict[str, Any]) -> str | None:
@@ -423,7 +452,7 @@ def _is_whole_input(value: Any) -> bool:
     return isinstance(value, str) and value.replace(" ", "") == "${input}"
 
 
-def _identity_output(value: Any) -> tuple[bool, Any]:
+def identity_output(value: Any) -> tuple[bool, Any]:
     """(True, its `as` clause) when a job's `output:` is its result as it is: absent,
     `${output}`, or `${output as text;sse-text}`; (False, None) when it reshapes it."""
     if value is None:
@@ -441,4 +470,4 @@ def _identity_output(value: Any) -> tuple[bool, Any]:
     return False, None
 
 
-__all__ = ["lower_component_job"]
+__all__ = ["Built", "bound_job_input", "identity_output", "lower_call", "lower_component_job"]

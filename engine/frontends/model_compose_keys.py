@@ -149,9 +149,13 @@ _JOB_COMMON = Section(
     noop={"max_run_count": (25,)},
 )
 
-# a component job's `retry` and `on_error` are lowered (request retries, a fallback node)
-JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output", "retry", "on_error"},
-              _JOB_COMMON.unsupported - {"retry", "on_error"}, {**_JOB_COMMON.noop, "repeat_count": (1,)})
+# a component job's `retry` and `on_error` are lowered (request retries, a fallback node), and
+# its `hook` (a hook node around the call: model_compose_hooks)
+JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output", "retry", "on_error", "hook"},
+              _JOB_COMMON.unsupported - {"retry", "on_error", "hook"}, {**_JOB_COMMON.noop, "repeat_count": (1,)})
+#: JobHooksConfig; each hook is JobHookConfig (`script`), plus flowctl's `timeout` (seconds)
+HOOKS = Section(supported=frozenset({"before", "after"}))
+HOOK = Section(supported=frozenset({"script", "timeout"}))
 RETRY = Section(supported=frozenset({"max_attempt_count", "delay", "backoff", "max_delay"}))
 ON_ERROR = Section(supported=frozenset({"output"}), unsupported=frozenset({"to"}))
 
@@ -250,8 +254,8 @@ def unsupported(key: str, path: PathKey, locate: Locate, why: str | None = None)
 
 #: what to use instead of a model-compose key flowctl does not lower, where there is something
 UNSUPPORTED_HINTS = {
-    "hook": "flowctl runs no inline Python: do the before/after work in a job of its own (a shell component running "
-            "`[python3, -c, SCRIPT, VALUE...]`, the values as arguments), chained with `depends_on`",
+    "hook": "flowctl runs hooks around component jobs (and a loop's or for-each's `do:` job) only: put the hook on the "
+            "component job this job routes to or reads",
     "interrupt": "flowctl runs a workflow to its end without pausing for a person: split it at the approval point into two "
                  "workflows, and let the reviewer's approval start the second (POST /api/workflows/<id>/runs)",
     "listener": "flowctl's http calls take their answer from the response: call an endpoint that answers in it, or poll "

@@ -197,12 +197,15 @@ def test_request_data_never_becomes_shell_code() -> None:
 component:
   type: shell
   action:
-    command: [sh, -c, "ls -la ${input.path}"]
+    command: [sh, -c, "${input.command}"]
 workflow:
   output: ${output}
 """
     error = assert_error_at(text, "command:", "would become part of the code `sh -c` runs")
     assert "$1" in (error.hint or "")
+    # a value inside the code is passed as a positional parameter (model_compose_shell)
+    code = spec_of(text.replace("${input.command}", "ls -la ${input.path}")).nodes["job"].argv
+    assert code == ["sh", "-c", 'ls -la "$1"', "sh", "${input.path}"]
 
 
 # -- end to end: stand-ins started by flowctl, real HTTP ---------------------------------------

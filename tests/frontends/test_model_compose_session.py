@@ -122,7 +122,6 @@ def test_the_canary_example_keeps_each_session_on_its_variant(flowctl_up: Any) -
 
 
 REFUSED = [
-    ("workflow:\n  job:\n    component: c\n    hook:\n      before: {script: x}\n", "hook:", "model-compose key 'hook' is not supported by flowctl", "python3, -c"),
     ("workflow:\n  job:\n    component: c\n    interrupt:\n      before: {message: ok?}\n", "interrupt:", "key 'interrupt'", "two workflows"),
     ("listener:\n  type: http-callback\nworkflow:\n  job: {component: c}\n", "listener:", "key 'listener'", "`loop` job"),
     ("gateway:\n  type: http-tunnel\nworkflow:\n  job: {component: c}\n", "gateway:", "key 'gateway'", "ngrok http 8080"),
