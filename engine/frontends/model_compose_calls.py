@@ -369,10 +369,15 @@ def _safe_argv(wl: WorkflowLowering, argv: list[str], command_path: PathKey) -> 
     whole = shell.whole_reference(argv[index]) if program in shell.SHELLS else None
     if whole is not None and whole.source == "hook" and whole.path[:1] == ("input",):
         return argv  # the hooked job's input: see model_compose_hooks
+    why = "a value from a request must never be parsed as code"
     if program in shell.SHELLS and whole is None:
-        code, values = shell.as_positional(argv[index], shell.taken_parameters(argv, index))
-        return shell.with_parameters([*argv[:index], code, *argv[index + 1 :]], index, values)
-    wl.error(f"'{runtime[0].dotted}' would become part of the code `{program} {flag}` runs: a value from a request must never be parsed as code",
+        try:
+            code, values = shell.as_positional(argv[index], shell.taken_parameters(argv, index))
+        except shell.NotAnArgument as exc:
+            why = str(exc)
+        else:
+            return shell.with_parameters([*argv[:index], code, *argv[index + 1 :]], index, values)
+    wl.error(f"'{runtime[0].dotted}' would become part of the code `{program} {flag}` runs: {why}",
              (*command_path, index),
              hint=f'pass it as an argument after the script instead: [{program}, {flag}, \'... "$1" ...\', {program}, "${{{runtime[0].dotted}}}"]'
              if program in shell.SHELLS else "pass it as an argument after the script (sys.argv, process.argv) instead")

@@ -141,7 +141,12 @@ def _code_from_hook(wl: WorkflowLowering, job: Job, node: dict[str, Any], bound_
         wl.error(f"the shell runs `${{{ref.dotted}}}` as code: write that code in this job's `input:` as text", in_path,
                  hint="a value from a request must never be parsed as code; the hooks may change the code the input gives")
         return False
-    code, values = shell.as_positional(field, shell.taken_parameters(argv, index))
+    try:
+        code, values = shell.as_positional(field, shell.taken_parameters(argv, index))
+    except shell.NotAnArgument as exc:
+        wl.error(f"this job's input gives the code the shell runs (`${{{ref.dotted}}}`), and a value in it would become part of that code: {exc}",
+                 in_path, hint="a value from a request must never be parsed as code")
+        return False
     holder[ref.path[-1]] = code
     node["argv"] = shell.with_parameters(argv, index, values)
     return True

@@ -3,8 +3,8 @@
 A random-router's `session:` lowers onto a switch's `sticky:` draw, hashed exactly as
 model-compose hashes it, so a session lands on the same job under either engine; the
 session is the `session_id` a client sends with the run (`${context.session_id}`, natively
-`${run.session}`). model-compose's canary-rollout example runs through `flowctl up`. Hooks,
-interrupts, listeners, gateways and the MCP and queue controllers are refused at their line,
+`${run.session}`). model-compose's canary-rollout example runs through `flowctl up`.
+Interrupts, listeners, gateways and the MCP and queue controllers are refused at their line,
 each naming what to use instead."""
 
 from __future__ import annotations
