@@ -41,7 +41,7 @@ from .process_group import ProcessGroup, describe_exit
 # sys.path). The script is compiled under the flow file's name with blank lines in front, so
 # a traceback's line numbers are the flow file's.
 _RUNNER = r"""
-import asyncio, inspect, json, sys, traceback
+import json, sys, traceback
 
 def finish(answer):
     with open(sys.argv[1], "w", encoding="utf-8") as out:
@@ -68,7 +68,8 @@ try:
         finish({"error": "the script defines no function named `hook`", "line": None})
         sys.exit(0)
     result = hook(*request["args"], **request["kwargs"])
-    if inspect.isawaitable(result):
+    if hasattr(result, "__await__"):  # an `async def hook`; asyncio is imported only then (it is slow to import)
+        import asyncio
         async def settle(awaitable):
             return await awaitable
         result = asyncio.run(settle(result))
