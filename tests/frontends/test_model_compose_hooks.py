@@ -343,3 +343,28 @@ def test_a_request_value_in_double_quotes_reaches_the_shell_as_it_is(tmp_path: P
     word = """$(touch planted) `touch planted` "; touch planted; echo \""""
     assert run(tmp_path, flow, f"word={word}") == f"{word}|{word}|"
     assert not (tmp_path / "planted").exists()
+
+
+def test_a_for_each_do_job_is_hooked_per_item(tmp_path: Path) -> None:
+    flow = """\
+workflow:
+  jobs:
+    - id: each
+      type: for-each
+      input: ${input.words as list}
+      do:
+        component: echo
+        input: {word: "${item}"}
+        hook:
+          before:
+            script: |
+              def hook(input, *, task_id, job_id, run_id, phase):
+                  return {"word": f"{job_id}:{input['word'].upper()}"}
+components:
+  - id: echo
+    type: shell
+    action:
+      command: [sh, -c, 'printf "<%s>" "${input.word}"']
+      output: ${result.stdout}
+"""
+    assert run(tmp_path, flow, 'words=["a", "b c"]') == ["<each[do]:A>", "<each[do]:B C>"]

@@ -204,7 +204,7 @@ workflow:
     error = assert_error_at(text, "command:", "would become part of the code `sh -c` runs")
     assert "$1" in (error.hint or "")
     # a value inside the code is passed as a positional parameter (model_compose_shell)
-    code = spec_of(text.replace("${input.command}", "ls -la ${input.path}")).nodes["job"].argv
+    code = spec_of(text.replace("${input.command}", 'ls -la \\"${input.path}\\"')).nodes["job"].argv
     assert code == ["sh", "-c", 'ls -la "$1"', "sh", "${input.path}"]
 
 
