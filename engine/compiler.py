@@ -25,7 +25,7 @@ from .templating.ast import STREAM_TYPES
 #: what a template may read, by the kind of node it is in: services start before any run
 _KIND_SOURCES = {NodeKind.SERVICE: frozenset({"env", "nodes"}), NodeKind.RUN: frozenset({"env", "nodes", "input", "run"})}
 #: what the node inside a map (`${item}`, `${index}`) or a loop (`${loop...}`) reads besides
-_INNER_SOURCES = {"item": "a map's per-item `node:`", "index": "a map's per-item `node:`", "loop": "a loop's `node:`"}
+_INNER_SOURCES = {"item": "a map's per-item `node:`", "index": "a map's per-item `node:`", "loop": "a loop's `node:`", "hook": "a hook node's `node:` and `output:`"}
 
 
 def compile_flow(located: LocatedSpec) -> CompiledFlow:
@@ -135,7 +135,7 @@ class _Compiler:
                         self.error(f"'{ref.dotted}': a node run per item or per iteration cannot read a stream (it would be read more than once)", path, hint="read it `as text`")
                     else:
                         stream_inputs.add(target)
-        inner_node = self._compile_inner(node_id, spec, at)
+        inner_node = self._compile_inner(node_id, spec, at, inner)
         if inner_node is not None:
             for up in inner_node.upstream:
                 if up not in upstream:
@@ -147,7 +147,7 @@ class _Compiler:
             optional_inputs=optional, routed_by=routed_by, inner=inner_node,
         )
 
-    def _compile_inner(self, node_id: str, spec: NodeSpecBase, at: tuple[Any, ...]) -> CompiledNode | None:
+    def _compile_inner(self, node_id: str, spec: NodeSpecBase, at: tuple[Any, ...], outer: frozenset[str] = frozenset()) -> CompiledNode | None:
         field = getattr(spec, "inner_field", None)
         inner_spec = getattr(spec, field) if field else None
         if inner_spec is None:
@@ -158,7 +158,8 @@ class _Compiler:
             return None
         if getattr(inner_spec, "fallback", None):
             self.error("a per-item node has no `fallback:`", (*where, "fallback"), key=True, hint="give the map node itself a `fallback:`")
-        return self._compile_node(f"{node_id}[]", spec=inner_spec, at=where, inner=getattr(spec, "inner_sources", frozenset()))
+        # a body inside a body (a hook's inside a loop) reads its owners' sources too
+        return self._compile_node(f"{node_id}[]", spec=inner_spec, at=where, inner=outer | getattr(spec, "inner_sources", frozenset()))
 
     def _routes(self) -> dict[str, list[str]]:
         """target -> the switches that name it, checking each target is a per-run node."""

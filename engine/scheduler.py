@@ -397,12 +397,13 @@ class WorkflowRun:
         ctx.pause = self.pause
         if node.inner is not None:
             inner = node.inner
-            ctx.run_item = lambda extra: self._run_item(node_id, inner, extra)
+            ctx.run_item = lambda extra: self._run_item(node_id, inner, extra, scope)
         return create_run_node(node.spec).run(ctx)
 
-    async def _run_item(self, map_id: str, inner: CompiledNode, extra: Mapping[str, Any]) -> Any:
-        """One item of a map: the per-item node with `item` and `index` in scope, collected."""
-        scope = self.scope()
+    async def _run_item(self, map_id: str, inner: CompiledNode, extra: Mapping[str, Any], outer: Mapping[str, Any]) -> Any:
+        """One item of a map: the per-item node with `item` and `index` in scope, collected.
+        `outer` is its owner's scope (a body inside a loop's body reads `${loop...}` too)."""
+        scope = dict(outer)
         scope.update(extra)
         if "when" in inner.fields:
             try:

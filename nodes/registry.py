@@ -18,6 +18,7 @@ from pydantic import Field
 from .base import NodeSpecBase, RunNode, ServiceNode
 from .command import CommandNode, CommandSpec
 from .env_setup import EnvSetupNode, EnvSetupSpec
+from .hook import HookNode, HookSpec
 from .http_stream import HttpStreamNode, HttpStreamSpec
 from .loop import LoopNode, LoopSpec
 from .map import MapNode, MapSpec
@@ -42,6 +43,7 @@ _TYPES: tuple[tuple[type[NodeSpecBase], Callable[[Any], Any]], ...] = (
     (LoopSpec, LoopNode),
     (TunnelSpec, TunnelNode),
     (PauseSpec, PauseNode),
+    (HookSpec, HookNode),
 )
 
 NODE_TYPES: dict[str, tuple[type[NodeSpecBase], Callable[[Any], Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}
@@ -51,10 +53,11 @@ if TYPE_CHECKING:
 else:
     #: any node's spec, told apart by `type:` (what FlowSpec's `nodes:` holds)
     NodeSpec = Annotated[Union[tuple(spec for spec, _ in _TYPES)], Field(discriminator="type")]  # noqa: UP007
-    # a map's per-item node and a loop's body are any node spec: resolve their forward
+    # a map's per-item node, a loop's body and a hook's body are any node spec: resolve their forward
     # references now the union exists
     MapSpec.model_rebuild(_types_namespace={"NodeSpec": NodeSpec})
     LoopSpec.model_rebuild(_types_namespace={"NodeSpec": NodeSpec})
+    HookSpec.model_rebuild(_types_namespace={"NodeSpec": NodeSpec})
 
 
 def spec_class(type_name: str) -> type[NodeSpecBase]:

@@ -46,7 +46,12 @@ Built = tuple[dict[str, Any], PathKey, dict[Any, PathKey]]
 
 
 def lower_component_job(wl: WorkflowLowering, job: Job) -> None:
-    built = _lower(wl, job, "${input}")
+    if "hook" in job.data:
+        from .model_compose_hooks import lower_hooked_job
+
+        lower_hooked_job(wl, job)
+        return
+    built = lower_call(wl, job, "${input}")
     if built is not None:
         node, origin, fields = built
         if _resilience(wl, job, node, fields):
@@ -118,7 +123,11 @@ def inline_component_node(wl: WorkflowLowering, parent: Job, data: dict[str, Any
             wl.error(f"`{key}:` has no meaning in {what}", (*path, key), key=True)
             return None
     inner = Job(f"{parent.id}.do", path, data, "component", f"{parent.node}-{'item' if parent.type == 'for-each' else 'body'}")
-    built = _lower(wl, inner, default_input, needs=False, scope=scope)
+    if "hook" in data:
+        from .model_compose_hooks import hooked_body
+
+        return hooked_body(wl, parent, inner, default_input, scope)
+    built = lower_call(wl, inner, default_input, needs=False, scope=scope)
     if built is None:
         return None
     node, _, _ = built
@@ -139,7 +148,8 @@ def _reads_stdout_only(value: Any, node: str) -> bool:
     return bool(value == stdout or value == {"stdout": stdout, "exit_code": 0})
 
 
-def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = True, scope: dict[tuple[Any, ...], Any] | None = None) -> Built | None:
+def lower_call(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = True, scope: dict[tuple[Any, ...], Any] | None = None) -> Built | None:
+    """The node that calls the job's action, with the job's input substituted into it."""
     component = _component(wl, job)
     if component is None or component["type"] is None:
         return None  # reported here, or where the component is written
@@ -147,16 +157,9 @@ def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = 
     if action is None:
         return None
     action_path, spec = action
-    job_input = job.data.get("input")
-    in_path = (*job.path, "input")
-    if job_input is None:
-        bound_input: Any = default_input
-    elif _is_whole_input(job_input):
-        bound_input = (scope or {}).get(("input",), "${input}")
-    else:
-        bound_input = wl.bind(job_input, in_path, scope)
-        if bound_input is None or not wl.check_native(bound_input, in_path, ("item", "index")):
-            return None
+    bound_input = bound_job_input(wl, job, default_input, scope)
+    if bound_input is None:
+        return None
     # a for-each or loop body waits on nothing of its own but the component's service (its
     # owner waits on the jobs); the owner takes that over as its own upstream
     if not needs and "interrupt" in job.data:
@@ -171,6 +174,21 @@ def _lower(wl: WorkflowLowering, job: Job, default_input: str, *, needs: bool = 
     if component["type"] == "shell":
         return _command(wl, job, component, action_path, spec, bound_input, upstream)
     return _request(wl, job, component, action_path, spec, bound_input, upstream)
+
+
+def bound_job_input(wl: WorkflowLowering, job: Job, default_input: str, scope: dict[tuple[Any, ...], Any] | None = None) -> Any:
+    """The job's `input:` as a native template tree (`default_input` when it gives none);
+    None after a reported error."""
+    job_input = job.data.get("input")
+    in_path = (*job.path, "input")
+    if job_input is None:
+        return default_input
+    if _is_whole_input(job_input):
+        return (scope or {}).get(("input",), "${input}")
+    bound_input = wl.bind(job_input, in_path, scope)
+    if bound_input is None or not wl.check_native(bound_input, in_path, ("item", "index")):
+        return None
+    return bound_input
 
 
 # -- http-server and http-client actions -----------------------------------------------------
@@ -213,7 +231,7 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     if not ok:
         return None
     job_output = job.data.get("output") if job.own_mapping else None
-    identity, hint = _identity_output(job_output)
+    identity, hint = identity_output(job_output)
     if interrupts.has_after(job):
         # the job's output mapping reads the pause after the request, not the request
         if action_output is not None:
@@ -373,7 +391,7 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     if action_output is None:
         return None
     job_output = job.data.get("output") if job.own_mapping else None
-    identity, hint = _identity_output(job_output)
+    identity, hint = identity_output(job_output)
     if identity:
         job.hint = hint
         value = action_output
@@ -427,6 +445,9 @@ def _code_free_argv(wl: WorkflowLowering, argv: list[str], command_path: PathKey
     runtime = [ref for ref in references_in(argv[index]) if ref.source in shell.RUNTIME_SOURCES]
     if not runtime:
         return argv
+    whole = shell.whole_reference(argv[index]) if program in shell.SHELLS else None
+    if whole is not None and whole.source == "hook" and whole.path[:1] == ("input",):
+        return argv  # the hooked job's input: checked where the hook is lowered (model_compose_hooks)
     why = "a value from a request must never be parsed as code"
     if program in shell.SHELLS:
         try:
@@ -516,7 +537,7 @@ def _is_whole_input(value: Any) -> bool:
     return isinstance(value, str) and value.replace(" ", "") == "${input}"
 
 
-def _identity_output(value: Any) -> tuple[bool, Any]:
+def identity_output(value: Any) -> tuple[bool, Any]:
     """(True, its `as` clause) when a job's `output:` is its result as it is: absent,
     `${output}`, or `${output as text;sse-text}`; (False, None) when it reshapes it."""
     if value is None:
@@ -534,4 +555,4 @@ def _identity_output(value: Any) -> tuple[bool, Any]:
     return False, None
 
 
-__all__ = ["lower_component_job"]
+__all__ = ["Built", "bound_job_input", "identity_output", "lower_call", "lower_component_job"]

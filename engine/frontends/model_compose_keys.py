@@ -148,13 +148,17 @@ _JOB_COMMON = Section(
 )
 
 # a component job's `retry` and `on_error` are lowered (request retries, a fallback node),
-# and its `interrupt` (pause nodes before and after it: model_compose_interrupt.py)
-JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output", "retry", "on_error", "interrupt"},
-              _JOB_COMMON.unsupported - {"retry", "on_error", "interrupt"}, {**_JOB_COMMON.noop, "repeat_count": (1,)})
+# its `interrupt` (pause nodes before and after it: model_compose_interrupt.py) and its `hook`
+# (a hook node around the call: model_compose_hooks)
+JOB = Section(_JOB_COMMON.supported | {"component", "action", "input", "output", "retry", "on_error", "interrupt", "hook"},
+              _JOB_COMMON.unsupported - {"retry", "on_error", "interrupt", "hook"}, {**_JOB_COMMON.noop, "repeat_count": (1,)})
 #: JobInterruptsConfig, and one of its points (JobInterruptConfig); `timeout` is flowctl's:
 #: how long the pause waits for its answer
 INTERRUPTS = Section(supported=frozenset({"before", "after"}))
 INTERRUPT_POINT = Section(supported=frozenset({"message", "metadata", "timeout"}), unsupported=frozenset({"condition"}))
+#: JobHooksConfig; each hook is JobHookConfig (`script`), plus flowctl's `timeout` (seconds)
+HOOKS = Section(supported=frozenset({"before", "after"}))
+HOOK = Section(supported=frozenset({"script", "timeout"}))
 RETRY = Section(supported=frozenset({"max_attempt_count", "delay", "backoff", "max_delay"}))
 ON_ERROR = Section(supported=frozenset({"output"}), unsupported=frozenset({"to"}))
 
@@ -253,8 +257,8 @@ def unsupported(key: str, path: PathKey, locate: Locate, why: str | None = None)
 
 #: what to use instead of a model-compose key flowctl does not lower, where there is something
 UNSUPPORTED_HINTS = {
-    "hook": "flowctl runs no inline Python: do the before/after work in a job of its own (a shell component running "
-            "`[python3, -c, SCRIPT, VALUE...]`, the values as arguments), chained with `depends_on`",
+    "hook": "flowctl runs hooks around component jobs (and a loop's or for-each's `do:` job) only: put the hook on the "
+            "component job this job routes to or reads",
     "interrupt": "flowctl pauses component jobs only: put the review on the component job this one leads to or follows",
     "condition": "flowctl pauses every time: put the check in an `if` job that routes to the job with the interrupt",
     "listener": "flowctl's http calls take their answer from the response: call an endpoint that answers in it, or poll "

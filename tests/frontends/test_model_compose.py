@@ -348,7 +348,7 @@ BASE = COMPONENT + "workflow:\n  output: ${output as text;sse-text}\n"
         (BASE + "  private: true\n", "private: true", "model-compose key 'private' is not supported", None),
         (COMPONENT + "workflow:\n  jobs:\n    - {component: vllm}\n    - {component: vllm}\n", ("- {component: vllm}", 2),
          "job id '__job__' is used twice", "give each job its own `id:`"),
-        (COMPONENT + "workflow:\n  job: {component: vllm, hook: {}}\n", "job: {", "model-compose key 'hook' is not supported", None),
+        (COMPONENT + "workflow:\n  job: {type: delay, duration: 1, hook: {}}\n", "job: {", "model-compose key 'hook' is not supported", "component jobs"),
         (COMPONENT + "workflow:\n  job: {component: vllm}\n  component: vllm\n", ("  component: vllm", 1), "belongs in the job", None),
         (COMPONENT + "workflow:\n  component: vllm\n  action: chta\n", "action: chta", "unknown action 'chta'", None),
         (COMPONENT + "workflow:\n  output: ${jobs.other.output}\n", "jobs.other", "unknown job 'other'", None),

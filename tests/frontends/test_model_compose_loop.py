@@ -222,7 +222,7 @@ LOOP_MISTAKES = [
      "      until:", "a loop needs exactly one of `while:` and `until:`"),
     (RETRY.replace("max_iteration_count: 20", "max_iteration_count: 0"), "max_iteration_count: 0", "`max_iteration_count` must be a whole number"),
     (RETRY.replace("operator: gte", "operator: bigger"), "operator: bigger", "unknown operator 'bigger'"),
-    (RETRY.replace("      do:\n", "      do:\n        hook: {after: {script: x}}\n"), "hook:", "model-compose key 'hook' is not supported"),
+    (RETRY.replace("      do:\n", "      do:\n        hook: {after: {script: x}}\n"), "hook:", "the hook script defines no function named `hook`"),
     (RETRY.replace("component: flaky-op\n        input:", "component: flaky-opp\n        input:"), "flaky-opp", "unknown component 'flaky-opp'"),
 ]
 

@@ -3,8 +3,8 @@
 A random-router's `session:` lowers onto a switch's `sticky:` draw, hashed exactly as
 model-compose hashes it, so a session lands on the same job under either engine; the
 session is the `session_id` a client sends with the run (`${context.session_id}`, natively
-`${run.session}`). model-compose's canary-rollout example runs through `flowctl up`. Hooks,
-interrupts on other than component jobs, listeners and the queue controller are refused at their line,
+`${run.session}`). model-compose's canary-rollout example runs through `flowctl up`.
+Interrupts on other than component jobs, listeners and the queue controller are refused at their line,
 each naming what to use instead."""
 
 from __future__ import annotations
@@ -122,7 +122,6 @@ def test_the_canary_example_keeps_each_session_on_its_variant(flowctl_up: Any) -
 
 
 REFUSED = [
-    ("workflow:\n  job:\n    component: c\n    hook:\n      before: {script: x}\n", "hook:", "model-compose key 'hook' is not supported by flowctl", "python3, -c"),
     ("workflow:\n  jobs:\n    - {id: wait, type: delay, duration: 1, interrupt: {before: true}}\n    - {id: run, component: c, depends_on: [wait]}\n",
      "interrupt:", "key 'interrupt'", "component jobs only"),
     ("listener:\n  type: http-callback\nworkflow:\n  job: {component: c}\n", "listener:", "key 'listener'", "`loop` job"),
