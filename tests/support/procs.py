@@ -17,7 +17,17 @@ _rng = random.Random()
 # Below the kernel's ephemeral range (32768-60999 on Linux): a port taken from there by
 # bind(0) can be handed by the kernel to the next outgoing connection, or to the next
 # bind(0), before the server meant for it binds. This band is never auto-assigned.
-_PORT_BAND = range(20000, 32000)
+# Under pytest-xdist each worker gets its own slice of the band, so two workers never hand
+# out the same port between one's check and its server's bind.
+def _port_band() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker.removeprefix("gw") or 0) if worker.startswith("gw") else 0
+    width = (32000 - 20000) // max(count, 1)
+    return range(20000 + index * width, 20000 + (index + 1) * width)
+
+
+_PORT_BAND = _port_band()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

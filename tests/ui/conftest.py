@@ -1,5 +1,9 @@
 """The browser the UI tests drive: Debian's /usr/bin/chromium through playwright, headless,
-one per test session (each test opens its own context: no shared storage or cookies).
+one per test module (each test opens its own context: no shared storage or cookies).
+Not one per session: playwright's sync API keeps an asyncio loop running in the main thread
+while it is open, and every async test that ran after it in the same process (under
+pytest-xdist, files from other folders do) failed with "Runner.run() cannot be called from a
+running event loop".
 Without chromium (or playwright) every test here is skipped, saying why."""
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     playwright_sync = pytest.importorskip("playwright.sync_api")
     with playwright_sync.sync_playwright() as p:
