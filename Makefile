@@ -42,8 +42,10 @@ lint: setup
 	@for d in engine nodes server; do ln -s ../../$$d .typecheck/flowctl/$$d; done
 	$(BIN)/mypy
 
+# files in 3 workers (each file in one, in order: fixtures and ports stay per file); the
+# tests mostly wait on real processes, so 3 workers fit 2 cores
 test: setup ray browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 bench: setup
 	$(BIN)/python bench/run.py
