@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,12 +45,18 @@ LONG_RUN_TOKENS = 1000
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    started = RayCluster.start(tmp_path_factory.mktemp("ray"), [{"slot": 1}, {"slot": 1}])
+def cluster() -> Iterator[RayCluster]:
+    # not under pytest's temp dir: under pytest-xdist (`/tmp/pytest-of-USER/pytest-N/popen-gwK/`)
+    # that is too long for the Unix socket paths Ray makes in it
+    root = Path(tempfile.mkdtemp(prefix="ray-"))
     try:
-        yield started
+        started = RayCluster.start(root, [{"slot": 1}, {"slot": 1}])
+        try:
+            yield started
+        finally:
+            started.stop()
     finally:
-        started.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def ray_flow(cluster: RayCluster, mark: str, *, spare: bool = True) -> str:
