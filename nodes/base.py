@@ -34,6 +34,7 @@ from ..engine.usage import TokenUsage
 if TYPE_CHECKING:
     from ..engine.templating import CompiledValue
     from .balancer import ReplicaPool
+    from .callback_waits import CallbackWaits
 
 
 class NodeKind(str, enum.Enum):
@@ -178,6 +179,9 @@ class ServiceLine:
 LogSink = Callable[[ServiceLine], None]
 #: told when a started service dies or comes back: (node id, its status)
 ChangeSink = Callable[[str, "ServiceStatus"], None]
+#: start a run in the background: (workflow id or None for the default, inputs) -> the
+#: run's `{"task_id", "run_id", "status"}`; raises the admission's FlowctlError
+StartRun = Callable[[str | None, Mapping[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -202,6 +206,8 @@ class ServiceContext:
     render: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     #: which replica of its node this is (0 for a node without replicas)
     replica_index: int = 0
+    #: starts runs (an http-trigger's requests); None outside `flowctl up`
+    start_run: StartRun | None = None
 
     def fields(self, extra: Mapping[str, Any]) -> Mapping[str, Any]:
         """The template fields rendered with `extra` sources (or `resolved` when it cannot)."""
@@ -294,6 +300,8 @@ class RunContext:
     usage: Callable[[TokenUsage], None] = field(default=lambda usage: None)
     #: the running services' balancing pools by node id (http-stream's `service:`)
     pools: Mapping[str, ReplicaPool] = field(default_factory=dict)
+    #: the running callback listeners' waits by node id (http-stream's `completion:`)
+    callbacks: Mapping[str, CallbackWaits] = field(default_factory=dict)
 
 
 #: what a per-run node yields; an async generator, so its consumer can `aclose` it

@@ -11,6 +11,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
+
+from ..nodes.listener_spec import ListenerSpecBase
+
+if TYPE_CHECKING:
+    from ..engine.graph import CompiledFlow
 
 
 def is_loopback(host: str) -> bool:
@@ -27,6 +33,18 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> str | None:
     if is_loopback(host) or api_key or insecure:
         return None
     return f"refusing to serve on {host} without an API key: set FLOWCTL_API_KEY (clients send `Authorization: Bearer <key>`) or pass --insecure"
+
+
+def listener_refusal(flow: CompiledFlow, insecure: bool) -> str | None:
+    """Why a listener node (http-callback, http-trigger) may not bind its host, or None. Its
+    callers (an upstream calling back, a webhook) do not send flowctl's API key, so a key
+    does not cover it: beyond loopback it needs --insecure (a tunnel reaches 127.0.0.1)."""
+    for node_id, node in flow.nodes.items():
+        spec = node.spec
+        if isinstance(spec, ListenerSpecBase) and not is_loopback(spec.host) and not insecure:
+            return (f"refusing to run {spec.type} listener '{node_id}' on {spec.host}: its callers do not send flowctl's API key; "
+                    "give it `host: 127.0.0.1` (a tunnel in front reaches that) or pass --insecure")
+    return None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -58,4 +76,4 @@ def url_for(host: str, port: int, path: str = "") -> str:
     return f"http://{host}:{port}{path}"
 
 
-__all__ = ["bind_socket", "check_bind", "is_loopback", "url_for"]
+__all__ = ["bind_socket", "check_bind", "is_loopback", "listener_refusal", "url_for"]

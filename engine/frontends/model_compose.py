@@ -34,6 +34,7 @@ from ..loader import LoadedDocument, PathKey
 from . import model_compose_keys as keys
 from .located import LoweredDocument
 from .model_compose_jobs import DEFAULT_WORKFLOW_ID, lower_workflows
+from .model_compose_listener import ListenerLowering
 from .model_compose_runtime import lower_docker_server, lower_virtualenv, runtime_of
 
 #: top-level keys that mark a file as model-compose (the native form has `nodes:`)
@@ -54,6 +55,7 @@ class _Lowering:
         self.origin: dict[PathKey, PathKey] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.components: dict[str, dict[str, Any]] = {}  # model-compose id -> what jobs need
+        self.listeners = ListenerLowering(self)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -114,10 +116,12 @@ class _Lowering:
             self.controller(controller, native)
         else:
             native["server"] = {"base_path": "/", "ui_port": None}  # model-compose: routes at the root, no web UI
+        self.listeners.lower(data)
         for component_id, path, component in self.entries(data, "component", "components"):
             self.component(component_id, path, component)
         native["nodes"] = self.nodes
         native["workflows"] = self.workflows(data)
+        self.listeners.check_triggers(native["workflows"])
         if self.errors:
             raise FlowErrors(self.errors)
         return LoweredDocument(data=native, source=self.doc, origin=self.origin, form="model-compose")

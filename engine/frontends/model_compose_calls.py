@@ -190,6 +190,8 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
             node[key] = wl.bind(spec[key], (*action_path, key), given)
             ok = ok and node[key] is not None and wl.check_native(node[key], (*action_path, key))
     streaming = node["stream_format"] is not None
+    if "completion" in spec:
+        ok = _completion(wl, node, spec["completion"], (*action_path, "completion"), given, fields) and ok
     if "output" in spec:
         action_output = wl.bind(spec["output"], (*action_path, "output"), given)
         if action_output is None or not wl.check_native(action_output, (*action_path, "output"), ("response", "response[]")):
@@ -219,6 +221,27 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         fields["description"] = (*job.path, "name")
     job.value = f"${{nodes.{job.node}.output}}"
     return node, action_path, fields
+
+
+def _completion(wl: WorkflowLowering, node: dict[str, Any], completion: Any, path: PathKey, given: dict[tuple[Any, ...], Any], fields: dict[Any, PathKey]) -> bool:
+    """An action's `completion: {type: callback, wait_for}` → the request's `completion:` on
+    the file's http-callback listener; the answer is then read whole. False after an error."""
+    wait_for = None
+    if isinstance(completion, dict) and completion.get("wait_for") is not None:
+        wait_for = wl.bind(completion["wait_for"], (*path, "wait_for"), given)
+        if wait_for is None or not wl.check_native(wait_for, (*path, "wait_for")):
+            return False
+    lowered = wl.lw.listeners.completion(completion, path, wait_for)
+    if lowered is None:
+        return False
+    if node["stream_format"] is not None:
+        wl.error("an action with `completion:` reads its answer whole: remove `stream_format`", path)
+        return False
+    node["completion"] = lowered
+    fields["completion"] = path
+    if "wait_for" in lowered:
+        fields[("completion", "wait_for")] = (*path, "wait_for")
+    return True
 
 
 def _url(wl: WorkflowLowering, component: dict[str, Any], action_path: PathKey, spec: dict[str, Any]) -> tuple[str | None, PathKey]:

@@ -51,9 +51,9 @@ class Section:
 _RUNTIME_NATIVE = ("native", {"type": "native"})
 
 TOP = Section(
-    supported=frozenset({"controller", "component", "components", "workflow", "workflows"}),
+    supported=frozenset({"controller", "component", "components", "workflow", "workflows", "listener", "listeners"}),
     unsupported=frozenset({
-        "listener", "listeners", "gateway", "gateways", "logger", "loggers",
+        "gateway", "gateways", "logger", "loggers",
         "system", "systems", "tracer", "tracers",
     }),
 )
@@ -74,6 +74,30 @@ HTTP_ADAPTER = Section(
     noop_not_default=frozenset({"websocket"}),
 )
 HTTP_ADAPTER_TYPES = frozenset({"http-server"})
+
+# model-compose's listeners (HttpCallbackListenerConfig, HttpTriggerListenerConfig): the
+# single-route form writes one route's keys on the listener itself. `bulk`/`item` (several
+# callbacks or runs in one request) are not lowered.
+_LISTENER_COMMON = Section(
+    supported=frozenset({"type", "host", "port", "base_path"}),
+    noop={"runtime": _RUNTIME_NATIVE, "max_concurrent_count": (0,), "bulk": (False,)},
+)
+CALLBACK_ROUTE = Section(
+    supported=frozenset({"path", "method", "identify_by", "result", "status", "success_when", "fail_when"}),
+    unsupported=frozenset({"item"}),
+    noop={"bulk": (False,)},
+)
+TRIGGER_ROUTE = Section(
+    supported=frozenset({"path", "method", "workflow", "input"}),
+    unsupported=frozenset({"item"}),
+    noop={"bulk": (False,)},
+)
+LISTENER_TYPES = {
+    "http-callback": _LISTENER_COMMON.with_keys(supported=CALLBACK_ROUTE.supported | {"callbacks"}, unsupported=CALLBACK_ROUTE.unsupported),
+    "http-trigger": _LISTENER_COMMON.with_keys(supported=TRIGGER_ROUTE.supported | {"triggers"}, unsupported=TRIGGER_ROUTE.unsupported),
+}
+#: an action's `completion: {type: callback}` (`timeout` is flowctl's: model-compose waits forever)
+CALLBACK_COMPLETION = Section(supported=frozenset({"type", "wait_for", "timeout"}), noop={"stream_format": (None,)})
 
 #: what to use instead of a controller (or adapter) type flowctl does not serve
 CONTROLLER_HINTS = {
@@ -125,8 +149,7 @@ MANAGE = Section(
 SCRIPTS = Section(supported=frozenset({"install", "build", "start"}), unsupported=frozenset({"clean"}))
 
 HTTP_SERVER_ACTION = Section(
-    supported=frozenset({"id", "default", "output", "path", "method", "headers", "body", "params", "stream_format"}),
-    unsupported=frozenset({"completion"}),
+    supported=frozenset({"id", "default", "output", "path", "method", "headers", "body", "params", "stream_format", "completion"}),
 )
 
 HTTP_CLIENT_ACTION = Section(
@@ -254,12 +277,9 @@ UNSUPPORTED_HINTS = {
             "`[python3, -c, SCRIPT, VALUE...]`, the values as arguments), chained with `depends_on`",
     "interrupt": "flowctl runs a workflow to its end without pausing for a person: split it at the approval point into two "
                  "workflows, and let the reviewer's approval start the second (POST /api/workflows/<id>/runs)",
-    "listener": "flowctl's http calls take their answer from the response: call an endpoint that answers in it, or poll "
-                "for the result with a `loop` job",
     "gateway": "flowctl listens on 127.0.0.1 and opens no tunnels: run one in front of `flowctl up` yourself "
                "(`ngrok http 8080`, `cloudflared tunnel --url http://127.0.0.1:8080`, `ssh -R 80:127.0.0.1:8080 HOST`)",
 }
-UNSUPPORTED_HINTS["listeners"] = UNSUPPORTED_HINTS["listener"]
 UNSUPPORTED_HINTS["gateways"] = UNSUPPORTED_HINTS["gateway"]
 
 
