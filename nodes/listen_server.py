@@ -85,7 +85,7 @@ class ListenServer:
             def capture_signals(self) -> Iterator[None]:  # flowctl handles the signals itself
                 yield
 
-        config = uvicorn.Config(self._app, log_level="warning", access_log=False, lifespan="off", server_header=False, timeout_graceful_shutdown=2)
+        config = uvicorn.Config(self._app, interface="asgi3", log_level="warning", access_log=False, lifespan="off", server_header=False, timeout_graceful_shutdown=2)
         self._server = server = Server(config)
         self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name=f"flowctl-listener-{self.name}")
         try:

@@ -146,7 +146,7 @@ class ListenerLowering:
             return None
         keys.check_keys(completion, path, keys.CALLBACK_COMPLETION, "in completion", self.lw.errors, self.lw.doc.locate)
         if self.callback_listener is None:
-            self.lw.error("a `completion: {type: callback}` needs a top-level `listener:` of type http-callback", path,
+            self.lw.error("a `completion: {type: callback}` needs a top-level `listener:` of type http-callback", path, key=True,
                           hint="add `listener: {type: http-callback, port: 8090, path: /callback, identify_by: ${body.task_id}}`")
             return None
         out: dict[str, Any] = {"type": "callback", "listener": self.callback_listener}
