@@ -52,8 +52,8 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ..engine.errors import InputError, MissingValueError, RunError, UpstreamError, clip
-from ..engine.templating import MISSING, path_walker
+from ..engine.errors import InputError, MissingValueError, RunError, TemplateError, UpstreamError, clip
+from ..engine.templating import MISSING, compile_value, path_walker
 from ..engine.usage import TokenUsage
 from .balancer import Endpoint, ReplicaPool
 from .base import Chunks, RunContext, RunNodeSpec
@@ -154,6 +154,17 @@ class HttpStreamSpec(RunNodeSpec):
             if listener not in needs:
                 data = {**data, "needs": [*needs, listener]}
         return data
+
+    @model_validator(mode="after")
+    def _result_needs_completion(self) -> HttpStreamSpec:
+        if self.completion is None and self.output is not None:
+            try:
+                reads_result = any(ref.source == "result" for ref in compile_value(self.output).references)
+            except TemplateError:
+                return self  # reported where the node is compiled
+            if reads_result:
+                raise ValueError("`output:` reads `${result...}`, the result of a callback: it needs `completion:` (a listener to wait on)")
+        return self
 
     @field_validator("completion")
     @classmethod

@@ -24,6 +24,8 @@ from urllib.parse import parse_qsl
 
 #: largest request body a listener reads, in bytes (a callback or webhook is small)
 MAX_BODY = 1_048_576
+#: seconds a client gets to send a request's body
+BODY_TIMEOUT = 15.0
 #: seconds the server gets to start listening, and to stop
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
@@ -130,16 +132,21 @@ class ListenServer:
                 await _answer(send, 404, {"error": f"no route {scope['path']} on this listener; routes: " + ", ".join(sorted({path for _, path in self.routes}))})
             return
         raw = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            raw += message.get("body", b"")
-            if len(raw) > self.max_body:
-                await _answer(send, 413, {"error": f"the body is larger than {self.max_body:,} bytes"})
-                return
-            if not message.get("more_body"):
-                break
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    raw += message.get("body", b"")
+                    if len(raw) > self.max_body:
+                        await _answer(send, 413, {"error": f"the body is larger than {self.max_body:,} bytes"})
+                        return
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            await _answer(send, 408, {"error": f"the body did not arrive within {BODY_TIMEOUT:g}s"})
+            return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         try:
             body = parse_body(headers.get("content-type", ""), bytes(raw))

@@ -228,6 +228,11 @@ def _completion(wl: WorkflowLowering, node: dict[str, Any], completion: Any, pat
     the file's http-callback listener; the answer is then read whole. False after an error."""
     wait_for = None
     if isinstance(completion, dict) and completion.get("wait_for") is not None:
+        if any(ref.source in ("response", "response[]") for ref in references_in(completion["wait_for"], ANY_SOURCES)):
+            wl.error("flowctl waits for an identity known before the request is sent (so a callback that comes before the answer "
+                     "is not lost): `wait_for` cannot read `${response...}`", (*path, "wait_for"),
+                     hint="send the upstream an id to call back with, such as `task_id: ${context.run_id}`, and wait for that")
+            return False
         wait_for = wl.bind(completion["wait_for"], (*path, "wait_for"), given)
         if wait_for is None or not wl.check_native(wait_for, (*path, "wait_for")):
             return False

@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from support.model_compose import assert_error_at, spec_of
+from support.model_compose import assert_error_at, run, spec_of
 from support.paths import PYTHON, REPO_ROOT
 from support.procs import free_port
 from support.waiting import wait_until
@@ -213,6 +212,11 @@ def test_a_callback_nobody_waits_for_is_answered_404(callbacks: Any) -> None:
     assert httpx.post(callbacks.listen + "/elsewhere", json={}, timeout=10.0).status_code == 404
 
 
+def test_flowctl_run_starts_the_listener_its_workflow_waits_on(tmp_path: Path) -> None:
+    text, _ = _callback_flow()
+    assert run(tmp_path, text, "data=hello")["result"] == {"processed": "hello"}
+
+
 def test_a_webhook_starts_the_workflow_with_its_mapped_input(flowctl_up: Any) -> None:
     listen, port = free_port(), free_port()
     text = TELEGRAM.format(listen=listen, port=port, python=PYTHON, upstream=UPSTREAM)
@@ -271,3 +275,15 @@ def test_polling_completion_is_refused_with_what_to_do() -> None:
 def test_a_trigger_naming_no_workflow_of_the_file_is_named_at_its_line() -> None:
     text = TELEGRAM.format(listen=8091, port=9000, python=PYTHON, upstream=UPSTREAM).replace("workflow: handle-message", "workflow: handle-messages")
     assert_error_at(text, "workflow: handle-messages", "trigger starts workflow 'handle-messages'", hint="did you mean 'handle-message'?")
+
+
+def test_waiting_for_an_id_from_the_answer_is_refused_with_what_to_send() -> None:
+    text, _ = _callback_flow(port=9000)
+    assert_error_at(text.replace("wait_for: ${context.run_id}", "wait_for: ${response.task_id}"), "wait_for:", "`wait_for` cannot read `${response...}`",
+                    hint="${context.run_id}")
+
+
+def test_reading_a_result_without_a_completion_is_an_error() -> None:
+    text, _ = _callback_flow(port=9000)
+    start, end = text.index("    completion:"), text.index("    output:")
+    assert_error_at(text[:start] + text[end:], "action:", "reads `${result...}`, the result of a callback: it needs `completion:`")

@@ -4,7 +4,7 @@ A random-router's `session:` lowers onto a switch's `sticky:` draw, hashed exact
 model-compose hashes it, so a session lands on the same job under either engine; the
 session is the `session_id` a client sends with the run (`${context.session_id}`, natively
 `${run.session}`). model-compose's canary-rollout example runs through `flowctl up`. Hooks,
-interrupts, listeners, gateways and the MCP and queue controllers are refused at their line,
+interrupts, gateways and the MCP and queue controllers are refused at their line,
 each naming what to use instead."""
 
 from __future__ import annotations
@@ -124,7 +124,6 @@ def test_the_canary_example_keeps_each_session_on_its_variant(flowctl_up: Any) -
 REFUSED = [
     ("workflow:\n  job:\n    component: c\n    hook:\n      before: {script: x}\n", "hook:", "model-compose key 'hook' is not supported by flowctl", "python3, -c"),
     ("workflow:\n  job:\n    component: c\n    interrupt:\n      before: {message: ok?}\n", "interrupt:", "key 'interrupt'", "two workflows"),
-    ("listener:\n  type: http-callback\nworkflow:\n  job: {component: c}\n", "listener:", "key 'listener'", "`loop` job"),
     ("gateway:\n  type: http-tunnel\nworkflow:\n  job: {component: c}\n", "gateway:", "key 'gateway'", "ngrok http 8080"),
     ("controller:\n  type: mcp-server\nworkflow:\n  job: {component: c}\n", "type: mcp-server", "controller type 'mcp-server' is not served", "MCP-to-HTTP bridge"),
     ("controller:\n  adapter: {type: queue-subscriber, driver: redis}\nworkflow:\n  job: {component: c}\n", "queue-subscriber",

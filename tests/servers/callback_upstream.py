@@ -39,7 +39,7 @@ SENT: list[dict[str, Any]] = []
 def call_back(url: str, body: dict[str, Any]) -> None:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310  (a test's own URL)
+        with urllib.request.urlopen(request, timeout=10) as answer:
             answer.read()
     except OSError as exc:  # the listener refused it (a 4xx is an HTTPError): say so in the log
         print(f"callback to {url} failed: {exc}", flush=True)
@@ -62,13 +62,13 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"null")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/sent":
             self._json(200, SENT)
         else:
             self._json(404, {"error": f"no {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self._body()
         if self.path == "/process":
             mode = body.get("mode", "after")
