@@ -199,6 +199,10 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
         if not streaming and _reads_chunks(action_output):
             wl.error("an `output:` that reads `response[]` (one stream chunk) needs `stream_format: json` or `text`", (*action_path, "output"))
             return None
+        if "completion" not in node and any(ref.source == "result" for ref in references_in(action_output)):
+            wl.error("`${result...}` is what a callback brings: this action has no `completion:`", (*action_path, "output"),
+                     hint="add `completion: {type: callback, wait_for: ...}` and a top-level `listener:`, or read the answer as `${response...}`")
+            return None
     else:
         action_output = None
     if not ok:

@@ -286,4 +286,4 @@ def test_waiting_for_an_id_from_the_answer_is_refused_with_what_to_send() -> Non
 def test_reading_a_result_without_a_completion_is_an_error() -> None:
     text, _ = _callback_flow(port=9000)
     start, end = text.index("    completion:"), text.index("    output:")
-    assert_error_at(text[:start] + text[end:], "action:", "reads `${result...}`, the result of a callback: it needs `completion:`")
+    assert_error_at(text[:start] + text[end:], "    output:", "`${result...}` is what a callback brings: this action has no `completion:`")
