@@ -200,7 +200,7 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
             wl.error("an `output:` that reads `response[]` (one stream chunk) needs `stream_format: json` or `text`", (*action_path, "output"))
             return None
         if "completion" not in node and any(ref.source == "result" for ref in references_in(action_output)):
-            wl.error("`${result...}` is what a callback brings: this action has no `completion:`", (*action_path, "output"),
+            wl.error("`${result...}` is what a callback brings: this action has no `completion:`", (*action_path, "output"), key=True,
                      hint="add `completion: {type: callback, wait_for: ...}` and a top-level `listener:`, or read the answer as `${response...}`")
             return None
     else:
