@@ -79,7 +79,8 @@ HTTP_ADAPTER_TYPES = frozenset({"http-server"})
 # single-route form writes one route's keys on the listener itself. `bulk`/`item` (several
 # callbacks or runs in one request) are not lowered.
 _LISTENER_COMMON = Section(
-    supported=frozenset({"type", "host", "port", "base_path"}),
+    # `id` names the node (default `listener`)
+    supported=frozenset({"id", "type", "host", "port", "base_path"}),
     noop={"runtime": _RUNTIME_NATIVE, "max_concurrent_count": (0,), "bulk": (False,)},
 )
 CALLBACK_ROUTE = Section(

@@ -41,7 +41,6 @@ class ListenerLowering:
     def __init__(self, lw: _Lowering) -> None:
         self.lw = lw
         self.callback_listener: str | None = None
-        self._callback_path: PathKey | None = None
         #: (workflow id, where it is written) of every trigger
         self._triggered: list[tuple[str, PathKey]] = []
 
@@ -63,10 +62,10 @@ class ListenerLowering:
             if kind == "http-callback":
                 node["callbacks"] = self._routes(listener, path, "callbacks", keys.CALLBACK_ROUTE, self._callback, fields)
                 if self.callback_listener is not None:
-                    self.lw.error("flowctl waits for callbacks on one http-callback listener per flow", path,
-                                  hint=f"give this one's routes to the first (`callbacks:` takes a list), at {self.lw.doc.locate(self._callback_path or ()) }")
+                    self.lw.error("flowctl waits for callbacks on one http-callback listener per flow", path, key=True,
+                                  hint="give this listener's routes to the first one (`callbacks:` takes a list)")
                     continue
-                self.callback_listener, self._callback_path = node_id, path
+                self.callback_listener = node_id
             else:
                 node["triggers"] = self._routes(listener, path, "triggers", keys.TRIGGER_ROUTE, self._trigger, fields)
             self.lw.add_node(node_id, node, path, fields)
@@ -81,8 +80,8 @@ class ListenerLowering:
                 return []
             where = [(*path, many, index) for index in range(len(routes))]
         else:
-            routes = [{key: value for key, value in listener.items() if key in section.known}]
-            where = [path]
+            single = {key: value for key, value in listener.items() if key in section.known}
+            routes, where = ([single], [path]) if single else ([], [])
         lowered = []
         for index, (route, route_path) in enumerate(zip(routes, where, strict=True)):
             if (route := self.lw.mapping(route, route_path, f"a {many[:-1]}")) is None:

@@ -287,3 +287,24 @@ def test_reading_a_result_without_a_completion_is_an_error() -> None:
     text, _ = _callback_flow(port=9000)
     start, end = text.index("    completion:"), text.index("    output:")
     assert_error_at(text[:start] + text[end:], "    output:", "`${result...}` is what a callback brings: this action has no `completion:`")
+
+
+def test_a_callbacks_list_is_one_route_each_and_a_second_callback_listener_is_refused() -> None:
+    text, _ = _callback_flow(port=9000)
+    start, end = text.index("listener:"), text.index("workflow:")
+    listeners = """\
+listeners:
+  - id: hooks
+    type: http-callback
+    port: 8090
+    base_path: /cb
+    callbacks:
+      - {path: /done, identify_by: "${query.id}"}
+      - {path: /failed, method: PUT, identify_by: "${headers.x-task}", status: failed, fail_when: [failed]}
+"""
+    spec = spec_of(text[:start] + listeners + text[end:])
+    hooks = spec.nodes["hooks"]
+    assert [(r.path, r.method, r.identify_by) for r in hooks.callbacks] == [("/done", "POST", "${request.query.id}"), ("/failed", "PUT", "${request.headers.x-task}")]
+    assert hooks.route("/done") == "/cb/done" and spec.nodes["job"].completion.listener == "hooks"
+    second = listeners + "  - {type: http-callback, port: 8092, path: /other}\n"
+    assert_error_at(text[:start] + second + text[end:], "port: 8092", "one http-callback listener per flow")
