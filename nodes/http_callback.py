@@ -19,24 +19,22 @@ back with a wrong id hears so; a status in `fail_when` fails the waiting job.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
-from .base import ServiceContext, ServiceState, ServiceStatus
+from ..engine.errors import FlowctlError
+from .base import ServiceContext
 from .callback_waits import CallbackWaits, Delivered
-from .listen_server import Handler, Incoming, ListenServer
-from .listener_spec import ListenerSpecBase, RequestTemplate, check_request_template
+from .listen_server import Handler, Incoming
+from .listener_base import ListenerNode, ListenerRoute, ListenerSpecBase, RequestTemplate, check_request_template
 
 #: the identity of a callback (and a wait) that names none, as in model-compose
 DEFAULT_IDENTITY = "__callback__"
 
 
-class CallbackRoute(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str
-    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"] = "POST"
+class CallbackRoute(ListenerRoute):
     #: the callback's identity, matched against a waiting job's `wait_for` (as text)
     identify_by: Any = None
     #: what the waiting job gets as `${result}`; default: the callback's whole body
@@ -51,37 +49,21 @@ class CallbackRoute(BaseModel):
     def _templates(cls, value: Any) -> Any:
         return check_request_template(value)
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"`path: {value}` must start with /")
-        return value
-
 
 class HttpCallbackSpec(ListenerSpecBase):
     type: Literal["http-callback"]
     callbacks: list[CallbackRoute]
 
 
-class HttpCallbackNode:
+class HttpCallbackNode(ListenerNode):
     def __init__(self, spec: HttpCallbackSpec) -> None:
-        self.spec = spec
-        self.status = ServiceStatus()
+        super().__init__()
+        self.spec: HttpCallbackSpec = spec
         #: what http-stream's `completion:` waits on (the supervisor hands it to the runs)
         self.callbacks = CallbackWaits()
-        self._server: ListenServer | None = None
 
-    async def start(self, ctx: ServiceContext) -> dict[str, Any]:
-        spec = self.spec
-        routes: dict[tuple[str, str], Handler] = {(route.method, spec.route(route.path)): self._handler(route) for route in spec.callbacks}
-        self.status.state = ServiceState.STARTING
-        server = ListenServer(ctx.node_id, spec.host, spec.port, routes)
-        await server.start()
-        self._server = server
-        self.status.state = ServiceState.READY
-        ctx.event(f"listening for callbacks on http://{spec.host}:{server.port} ({', '.join(path for _, path in routes)})")
-        return {"host": spec.host, "port": server.port, "url": f"http://{spec.host}:{server.port}{spec.base_path}"}
+    def handlers(self, ctx: ServiceContext) -> Mapping[tuple[str, str], Handler]:
+        return {(route.method, self.spec.route(route.path)): self._handler(route) for route in self.spec.callbacks}
 
     def _handler(self, route: CallbackRoute) -> Handler:
         identify = RequestTemplate.of(route.identify_by) if route.identify_by is not None else None
@@ -96,7 +78,7 @@ class HttpCallbackNode:
                 said = status.render(request) if status is not None else None
                 failed = said is not None and str(said) in fail_when
                 value = result.render(request) if result is not None and not failed else incoming.body
-            except Exception as exc:  # a template over a body that lacks the path
+            except FlowctlError as exc:  # a template over a body that lacks the path, or a cast
                 return 400, {"error": f"the callback does not carry what the listener reads: {exc}"}
             outcome = Delivered(failure=f"the upstream's callback for '{identity}' reported status '{said}'") if failed else Delivered(result=value)
             if not self.callbacks.deliver(identity, outcome):
@@ -107,13 +89,4 @@ class HttpCallbackNode:
 
     async def stop(self) -> None:
         self.callbacks.close(f"the callback listener on port {self.spec.port} stopped")
-        server, self._server = self._server, None
-        if server is not None:
-            await server.stop()
-        self.status.state = ServiceState.STOPPED
-
-    async def exited_within(self, timeout: float) -> bool:
-        return False
-
-    def exiting(self) -> bool:
-        return False
+        await super().stop()

@@ -21,21 +21,18 @@ meaning for a single `flowctl run`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
 from ..engine.errors import FlowctlError
-from .base import ServiceContext, ServiceState, ServiceStatus, StartRun
-from .listen_server import Handler, Incoming, ListenServer
-from .listener_spec import ListenerSpecBase, RequestTemplate, check_request_template
+from .base import ServiceContext, StartRun
+from .listen_server import Handler, Incoming
+from .listener_base import ListenerNode, ListenerRoute, ListenerSpecBase, RequestTemplate, check_request_template
 
 
-class TriggerRoute(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str
-    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"] = "POST"
+class TriggerRoute(ListenerRoute):
     #: the workflow a request starts (null: the default one)
     workflow: str | None = None
     #: the run's input, rendered over the request; default: the request's body
@@ -46,35 +43,19 @@ class TriggerRoute(BaseModel):
     def _templates(cls, value: Any) -> Any:
         return check_request_template(value)
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"`path: {value}` must start with /")
-        return value
-
 
 class HttpTriggerSpec(ListenerSpecBase):
     type: Literal["http-trigger"]
     triggers: list[TriggerRoute]
 
 
-class HttpTriggerNode:
+class HttpTriggerNode(ListenerNode):
     def __init__(self, spec: HttpTriggerSpec) -> None:
-        self.spec = spec
-        self.status = ServiceStatus()
-        self._server: ListenServer | None = None
+        super().__init__()
+        self.spec: HttpTriggerSpec = spec
 
-    async def start(self, ctx: ServiceContext) -> dict[str, Any]:
-        spec = self.spec
-        routes: dict[tuple[str, str], Handler] = {(route.method, spec.route(route.path)): self._handler(route, ctx.start_run) for route in spec.triggers}
-        self.status.state = ServiceState.STARTING
-        server = ListenServer(ctx.node_id, spec.host, spec.port, routes)
-        await server.start()
-        self._server = server
-        self.status.state = ServiceState.READY
-        ctx.event(f"triggers on http://{spec.host}:{server.port}: " + ", ".join(f"{route.method} {spec.route(route.path)} → {route.workflow or '(default)'}" for route in spec.triggers))
-        return {"host": spec.host, "port": server.port, "url": f"http://{spec.host}:{server.port}{spec.base_path}"}
+    def handlers(self, ctx: ServiceContext) -> Mapping[tuple[str, str], Handler]:
+        return {(route.method, self.spec.route(route.path)): self._handler(route, ctx.start_run) for route in self.spec.triggers}
 
     @staticmethod
     def _handler(route: TriggerRoute, start_run: StartRun | None) -> Handler:
@@ -97,15 +78,3 @@ class HttpTriggerNode:
                 return exc.status_code, {"error": str(exc), **exc.details()}
 
         return handle
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            await server.stop()
-        self.status.state = ServiceState.STOPPED
-
-    async def exited_within(self, timeout: float) -> bool:
-        return False
-
-    def exiting(self) -> bool:
-        return False

@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from typing import TYPE_CHECKING
 
-from ..nodes.listener_spec import ListenerSpecBase
+from ..nodes.listener_base import ListenerSpecBase
 
 if TYPE_CHECKING:
     from ..engine.graph import CompiledFlow
