@@ -13,9 +13,13 @@ callback for the same identity.
     ...     wait = waits.expect("task-1")
     ...     early = waits.deliver("task-1", Delivered(result={"ok": 1}))  # before anyone awaits
     ...     unknown = waits.deliver("task-2", Delivered(result=None))
-    ...     return early, unknown, await waits.outcome(wait, timeout=1.0)
+    ...     try:
+    ...         waits.expect("task-1")  # one job per identity
+    ...     except ValueError as exc:
+    ...         twice = str(exc)
+    ...     return early, unknown, await waits.outcome(wait, timeout=1.0), twice
     >>> asyncio.run(demo())
-    (True, False, {'ok': 1})
+    (True, False, {'ok': 1}, "another job already waits for a callback with identity 'task-1'")
 """
 
 from __future__ import annotations

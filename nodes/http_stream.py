@@ -27,6 +27,11 @@ connection cooled down). A request that could not reach its replica, or whose co
 broke before the first byte of the answer, goes to another replica at once (once per
 replica); after the first byte it is never sent again. Errors name the replica.
 
+`completion:` (`callback_wait.py`): the answer only acknowledges the job, whose result comes
+later to an http-callback listener; the node reads the body whole, then waits for the callback
+with its identity (registered before the request goes out) and renders `output:` over both
+`response` and `result`.
+
 `retry:` sends the request again after a failure before the first byte of the answer
 (connect errors, a connection lost before the response, 5xx): a half-streamed answer is never
 asked for twice. The hot loop is one generator frame per token: the body's reads are split

@@ -132,25 +132,31 @@ class ListenServer:
                 await _answer(send, 404, {"error": f"no route {scope['path']} on this listener; routes: " + ", ".join(sorted({path for _, path in self.routes}))})
             return
         raw = bytearray()
+        size = 0
         try:
             async with asyncio.timeout(BODY_TIMEOUT):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         return
-                    raw += message.get("body", b"")
-                    if len(raw) > self.max_body:
-                        await _answer(send, 413, {"error": f"the body is larger than {self.max_body:,} bytes"})
-                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size <= self.max_body:
+                        raw += chunk
+                    # past the limit the rest is read and dropped, so the client (still
+                    # sending) hears the 413 instead of a reset connection
                     if not message.get("more_body"):
                         break
         except TimeoutError:
             await _answer(send, 408, {"error": f"the body did not arrive within {BODY_TIMEOUT:g}s"})
             return
+        if size > self.max_body:
+            await _answer(send, 413, {"error": f"the body is larger than {self.max_body:,} bytes"})
+            return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         try:
             body = parse_body(headers.get("content-type", ""), bytes(raw))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python parses
             await _answer(send, 400, {"error": f"the body is not valid JSON: {exc}"})
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))

@@ -210,6 +210,11 @@ def test_a_callback_nobody_waits_for_is_answered_404(callbacks: Any) -> None:
     # and the listener's other paths and methods say what it has
     assert httpx.get(callbacks.listen + "/callback", timeout=10.0).status_code == 405
     assert httpx.post(callbacks.listen + "/elsewhere", json={}, timeout=10.0).status_code == 404
+    # hostile bodies get a 4xx, never a traceback
+    deep = httpx.post(callbacks.listen + "/callback", content=b"[" * 100_000, headers={"content-type": "application/json"}, timeout=10.0)
+    assert deep.status_code == 400 and "not valid JSON" in deep.json()["error"]
+    assert httpx.post(callbacks.listen + "/callback", content=b"x" * 2_000_000, timeout=10.0).status_code == 413
+    assert httpx.post(callbacks.listen + "/callback", content=b"plain text", timeout=10.0).status_code == 400
 
 
 def test_flowctl_run_starts_the_listener_its_workflow_waits_on(tmp_path: Path) -> None:
