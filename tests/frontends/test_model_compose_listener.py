@@ -251,6 +251,9 @@ def test_a_listener_beyond_loopback_needs_insecure(tmp_path: Path) -> None:
     result = subprocess.run([PYTHON, "-m", "flowctl", "up", str(path), "--port", str(free_port()), "--no-reload"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 2, result.stderr
     assert "refusing to run http-callback listener 'listener' on 0.0.0.0" in result.stderr and "--insecure" in result.stderr
+    # `flowctl run` starts the listener its workflow waits on: the same rule (it has no --insecure)
+    result = subprocess.run([PYTHON, "-m", "flowctl", "run", str(path), "-i", "data=x"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert result.returncode == 2 and "refusing to run http-callback listener 'listener' on 0.0.0.0" in result.stderr, result.stderr
 
 
 def test_the_listeners_are_lowered_to_service_nodes() -> None:
