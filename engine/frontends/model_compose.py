@@ -10,6 +10,7 @@
     filter / for-each job                          <job>                 map
     delay job                                      <job>                 value (delay)
     a streamed workflow output                     <job>-output          sse-sink
+    listener (http-callback, http-trigger)         <listener>            http-callback / http-trigger (`model_compose_listener`)
     workflow                                       workflows.<id> (single, id-less: `__default__`)
 
 This module reads the file's top level, its controller and its components;
