@@ -194,7 +194,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if reused is not None:
         return reused
     from .server.auth import ENV_VAR
+    from .server.bind import listener_refusal
 
+    refused = listener_refusal(flow, False, workflow.services, remedy="(or serve it with `flowctl up --insecure`)")
+    if refused:
+        from .engine.errors import UsageError
+
+        raise UsageError(refused)
     os.environ.pop(ENV_VAR, None)  # the services this run starts must not inherit flowctl's key
     return asyncio.run(_run(host, workflow.id, given, verbose=args.verbose))
 

@@ -229,7 +229,7 @@ class FlowHost:
                     yield chunk
             else:
                 # the per-token loop: straight from the output node (see WorkflowRun)
-                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools, pause=self._pause_waiter(record))
+                engine = WorkflowRun(run.flow, workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools, pause=self._pause_waiter(record), callbacks=self.supervisor.callbacks)
                 try:
                     chunks = await engine.open()
                     if chunks is not None:
@@ -278,7 +278,7 @@ class FlowHost:
 
     async def _with_events(self, run: PreparedRun) -> AsyncGenerator[Any, None]:
         record = run.record
-        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools, pause=self._pause_waiter(record))
+        chunks = run_workflow(run.flow, run.workflow, run.inputs, run_id=record.id, http=self.http, service_outputs=self.supervisor.outputs, events=True, on_usage=record.add_usage, session=run.session, pools=self.supervisor.pools, pause=self._pause_waiter(record), callbacks=self.supervisor.callbacks)
         try:
             async for chunk in chunks:
                 if chunk.__class__ is not NodeEvent:

@@ -42,6 +42,7 @@ import httpx
 
 from ..nodes.balancer import ReplicaPool
 from ..nodes.base import Chunks, PauseWaiter, RunContext
+from ..nodes.callback_waits import CallbackWaits
 from ..nodes.http_transport import StreamingTransport
 from ..nodes.registry import create_run_node
 from .conditions import holds
@@ -112,12 +113,14 @@ def run_workflow(
     session: str | None = None,
     pools: Mapping[str, ReplicaPool] | None = None,
     pause: PauseWaiter | None = None,
+    callbacks: Mapping[str, CallbackWaits] | None = None,
 ) -> Chunks:
     """The workflow's output chunks (and, with `events`, `NodeEvent`s between them).
     `inputs` must already be validated and cast. Close the iterator to stop the run.
     `on_usage` hears each node's token counts, when its upstream reports them; `pools` are
-    the running services' balancing pools (http-stream's `service:`)."""
-    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage, session=session, pools=pools, pause=pause)
+    the running services' balancing pools (http-stream's `service:`), `callbacks` the running
+    callback listeners' waits (http-stream's `completion:`)."""
+    run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage, session=session, pools=pools, callbacks=callbacks, pause=pause)
     return run.chunks_with_events() if events else run.chunks()
 
 
@@ -153,10 +156,12 @@ class WorkflowRun:
         session: str | None = None,
         pools: Mapping[str, ReplicaPool] | None = None,
         pause: PauseWaiter | None = None,
+        callbacks: Mapping[str, CallbackWaits] | None = None,
     ) -> None:
         self.flow = flow
         self.pause = pause
         self.pools: Mapping[str, ReplicaPool] = pools if pools is not None else {}
+        self.callbacks: Mapping[str, CallbackWaits] = callbacks if callbacks is not None else {}
         self.on_usage = on_usage
         self.workflow = workflow
         self.nodes = flow.nodes
@@ -387,7 +392,7 @@ class WorkflowRun:
                 return getattr(node.spec, field)
             return compiled.render(scope)
 
-        ctx = RunContext(node_id=node_id, run_id=self.run_id, resolve=resolve, http=self.http, fields=node.fields, scope=scope, pools=self.pools)
+        ctx = RunContext(node_id=node_id, run_id=self.run_id, resolve=resolve, http=self.http, fields=node.fields, scope=scope, pools=self.pools, callbacks=self.callbacks)
         if self.events is not None:
             ctx.report = lambda state, **details: self.emit(node_id, state, details=details)
         if self.on_usage is not None:

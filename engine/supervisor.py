@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..nodes.balancer import ReplicaPool
-from ..nodes.base import LogSink, ServiceContext, ServiceLine, ServiceNode, ServiceState, ServiceStatus
+from ..nodes.base import LogSink, ServiceContext, ServiceLine, ServiceNode, ServiceState, ServiceStatus, StartRun
+from ..nodes.callback_waits import CallbackWaits
 from ..nodes.registry import create_service
 from .errors import FlowctlError, RunError, ServiceError, TemplateError, UpstreamError
 from .graph import CompiledFlow
@@ -39,6 +40,10 @@ class Supervisor:
         #: each running service's balancing pool (its replicas, or its one process), for
         #: http-stream's `service:`; read live, so replicas coming and going need no reload
         self.pools: dict[str, ReplicaPool] = {}
+        #: each running callback listener's waits, for http-stream's `completion:`
+        self.callbacks: dict[str, CallbackWaits] = {}
+        #: how an http-trigger starts runs (set by `flowctl up`; None: triggers answer 503)
+        self.start_run: StartRun | None = None
         self._order: list[str] = []
         self._lock = asyncio.Lock()
         #: services a reload is about to restart, waiting for the runs in flight on them: not
@@ -171,12 +176,15 @@ class Supervisor:
         if node_id not in self._order:
             self._order.append(node_id)
         render = functools.partial(resolve_fields, flow, node_id, outputs)  # `${replica.*}` filled at launch
-        ctx = ServiceContext(node_id=node_id, resolved=resolved, state_dir=self.state_dir, log=self.log, on_change=self.on_change, rebuild=rebuild, render=render)
+        ctx = ServiceContext(node_id=node_id, resolved=resolved, state_dir=self.state_dir, log=self.log, on_change=self.on_change, rebuild=rebuild, render=render, start_run=self.start_run)
         try:
             self.outputs[node_id] = await instance.start(ctx)
             pool = getattr(instance, "pool", None)
             if isinstance(pool, ReplicaPool):
                 self.pools[node_id] = pool
+            waits = getattr(instance, "callbacks", None)
+            if isinstance(waits, CallbackWaits):
+                self.callbacks[node_id] = waits
         except BaseException as exc:
             if isinstance(exc, FlowctlError | OSError):
                 instance.status.state = ServiceState.FAILED
@@ -196,6 +204,7 @@ class Supervisor:
         self._nodes.pop(node_id, None)
         self.outputs.pop(node_id, None)
         self.pools.pop(node_id, None)
+        self.callbacks.pop(node_id, None)
 
     async def _stop_one(self, node_id: str) -> None:
         instance = self._nodes.get(node_id)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..engine.pauses import Pause
     from ..engine.templating import CompiledValue
     from .balancer import ReplicaPool
+    from .callback_waits import CallbackWaits
 
 
 class NodeKind(str, enum.Enum):
@@ -179,6 +180,9 @@ class ServiceLine:
 LogSink = Callable[[ServiceLine], None]
 #: told when a started service dies or comes back: (node id, its status)
 ChangeSink = Callable[[str, "ServiceStatus"], None]
+#: start a run in the background: (workflow id or None for the default, inputs) -> the
+#: run's `{"task_id", "run_id", "status"}`; raises the admission's FlowctlError
+StartRun = Callable[[str | None, Mapping[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -203,6 +207,8 @@ class ServiceContext:
     render: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     #: which replica of its node this is (0 for a node without replicas)
     replica_index: int = 0
+    #: starts runs (an http-trigger's requests); None outside `flowctl up`
+    start_run: StartRun | None = None
 
     def fields(self, extra: Mapping[str, Any]) -> Mapping[str, Any]:
         """The template fields rendered with `extra` sources (or `resolved` when it cannot)."""
@@ -298,6 +304,8 @@ class RunContext:
     #: a pause node waits for a person's answer: `await pause(Pause(...))`; None where the
     #: run cannot be answered (`flowctl run` without `up`)
     pause: PauseWaiter | None = None
+    #: the running callback listeners' waits by node id (http-stream's `completion:`)
+    callbacks: Mapping[str, CallbackWaits] = field(default_factory=dict)
 
 
 #: how a node waits for its run's answer (`RunRecord.pause`)

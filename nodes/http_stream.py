@@ -27,6 +27,11 @@ connection cooled down). A request that could not reach its replica, or whose co
 broke before the first byte of the answer, goes to another replica at once (once per
 replica); after the first byte it is never sent again. Errors name the replica.
 
+`completion:` (`callback_wait.py`): the answer only acknowledges the job, whose result comes
+later to an http-callback listener; the node reads the body whole, then waits for the callback
+with its identity (registered before the request goes out) and renders `output:` over both
+`response` and `result`.
+
 `retry:` sends the request again after a failure before the first byte of the answer
 (connect errors, a connection lost before the response, 5xx): a half-streamed answer is never
 asked for twice. The hot loop is one generator frame per token: the body's reads are split
@@ -52,11 +57,12 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ..engine.errors import InputError, MissingValueError, RunError, UpstreamError, clip
-from ..engine.templating import MISSING, path_walker
+from ..engine.errors import InputError, MissingValueError, RunError, TemplateError, UpstreamError, clip
+from ..engine.templating import MISSING, compile_value, path_walker
 from ..engine.usage import TokenUsage
 from .balancer import Endpoint, ReplicaPool
 from .base import Chunks, RunContext, RunNodeSpec
+from .callback_wait import CallbackCompletion, callback_wait
 from .deadline import WaitDeadline
 from .http_form import BodyFormat, FormValueError, body_format, media_fields, multipart, urlencoded, without_content_type
 from .http_url import redact_url, render_url
@@ -109,9 +115,10 @@ class RetrySpec(BaseModel):
 
 
 class HttpStreamSpec(RunNodeSpec):
-    template_fields: ClassVar[tuple[str, ...]] = (*RunNodeSpec.template_fields, "method", "url", "path", "headers", "params", "body", "output")
-    #: `output:` reads each stream chunk as `response[]` (the whole body as `response`)
-    field_sources: ClassVar[Mapping[str, frozenset[str]]] = {"output": frozenset({"response", "response[]"})}
+    template_fields: ClassVar[tuple[str, ...]] = (*RunNodeSpec.template_fields, "method", "url", "path", "headers", "params", "body", "output", "completion")
+    #: `output:` reads each stream chunk as `response[]` (the whole body as `response`), and
+    #: with `completion:` the callback's result as `result`
+    field_sources: ClassVar[Mapping[str, frozenset[str]]] = {"output": frozenset({"response", "response[]", "result"})}
 
     type: Literal["http-stream"]
     method: str = "POST"
@@ -140,6 +147,36 @@ class HttpStreamSpec(RunNodeSpec):
     require_end: bool = True
     #: retry before the first byte of the answer (`retry: {max_attempts: 3}`); none by default
     retry: RetrySpec | None = None
+    #: the answer only acknowledges the job: wait for its callback too (`callback_wait.py`)
+    completion: CallbackCompletion | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _needs_listener(cls, data: Any) -> Any:
+        """The listener a completion waits on is an upstream (started first, checked up)."""
+        if isinstance(data, dict) and isinstance(data.get("completion"), dict) and isinstance(listener := data["completion"].get("listener"), str):
+            needs = list(data.get("needs") or [])
+            if listener not in needs:
+                data = {**data, "needs": [*needs, listener]}
+        return data
+
+    @model_validator(mode="after")
+    def _result_needs_completion(self) -> HttpStreamSpec:
+        if self.completion is None and self.output is not None:
+            try:
+                reads_result = any(ref.source == "result" for ref in compile_value(self.output).references)
+            except TemplateError:
+                return self  # reported where the node is compiled
+            if reads_result:
+                raise ValueError("`output:` reads `${result...}`, the result of a callback: it needs `completion:` (a listener to wait on)")
+        return self
+
+    @field_validator("completion")
+    @classmethod
+    def _whole_body(cls, value: CallbackCompletion | None, info: ValidationInfo) -> CallbackCompletion | None:
+        if value is not None and info.data.get("stream_format") is not None:
+            raise ValueError("a request with `completion:` reads its answer whole: give `stream_format: null`")
+        return value
 
     @field_validator("service")
     @classmethod
@@ -173,6 +210,21 @@ class HttpStreamNode:
 
     async def run(self, ctx: RunContext) -> Chunks:
         spec = self.spec
+        if spec.completion is not None:
+            # the wait is registered before the request goes out: a callback that comes
+            # before the answer is kept
+            async with callback_wait(ctx, spec.completion) as wait:
+                pool = self._pool(ctx)
+                response, target, shown = await self._answer(ctx, pool)
+                try:
+                    body = await self._body(ctx, shown, response)
+                finally:
+                    await response.aclose()
+                    if target is not None:
+                        target.release()
+                result = await wait.result()
+            yield body if spec.output is None else ctx.resolve("output", {"response": body, "result": result})
+            return
         pool = self._pool(ctx)
         response, target, shown = await self._answer(ctx, pool)
         # [0]: the last `usage` object the upstream sent (OpenAI's token counts), if any
@@ -452,31 +504,31 @@ class HttpStreamNode:
         return general
 
     async def _whole(self, ctx: RunContext, shown: str, response: httpx.Response, usage: list[Any]) -> Chunks:
+        body = await self._body(ctx, shown, response, usage)
+        if self.spec.output is None:
+            yield body
+            return
+        yield ctx.resolve("output", {"response": body})
+
+    async def _body(self, ctx: RunContext, shown: str, response: httpx.Response, usage: list[Any] | None = None) -> Any:
+        """The whole body as a value: parsed JSON, text, or base64 text for a binary one."""
         async with asyncio.timeout(self.spec.timeout.idle):
             raw = await response.aread()
         content_type = response.headers.get("content-type", "")
         if _is_binary(content_type):
             # audio, images, archives: the value is the body's base64 text (what a JSON
             # answer and a later `as audio;base64` carry), never bytes decoded as text
-            body: Any = base64.b64encode(raw).decode("ascii")
-            if self.spec.output is None:
-                yield body
-                return
-            yield ctx.resolve("output", {"response": body})
-            return
+            return base64.b64encode(raw).decode("ascii")
         text = raw.decode(_charset(response), errors="replace")
-        body = text
-        if "json" in content_type:
-            try:
-                body = json.loads(text)
-            except ValueError:  # a JSON body that does not parse was cut short, or is broken
-                raise UpstreamError(ctx.node_id, f"{shown}: the JSON body does not parse (cut short?): {clip(text, 120)!r}") from None
-            if body.__class__ is dict:
-                usage[0] = body.get("usage")
-        if self.spec.output is None:
-            yield body
-            return
-        yield ctx.resolve("output", {"response": body})
+        if "json" not in content_type:
+            return text
+        try:
+            body = json.loads(text)
+        except ValueError:  # a JSON body that does not parse was cut short, or is broken
+            raise UpstreamError(ctx.node_id, f"{shown}: the JSON body does not parse (cut short?): {clip(text, 120)!r}") from None
+        if usage is not None and body.__class__ is dict:
+            usage[0] = body.get("usage")
+        return body
 
 
 def _is_binary(content_type: str) -> bool:

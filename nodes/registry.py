@@ -5,7 +5,7 @@ spec class says its own `type:` name (its `Literal`) and what the compiler needs
     >>> spec_class("http-stream").__name__
     'HttpStreamSpec'
     >>> [name for name in NODE_TYPES if spec_class(name).kind.value == "service"]
-    ['env-setup', 'process-start', 'tunnel']
+    ['env-setup', 'process-start', 'tunnel', 'http-callback', 'http-trigger']
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from .base import NodeSpecBase, RunNode, ServiceNode
 from .command import CommandNode, CommandSpec
 from .env_setup import EnvSetupNode, EnvSetupSpec
 from .hook import HookNode, HookSpec
+from .http_callback import HttpCallbackNode, HttpCallbackSpec
 from .http_stream import HttpStreamNode, HttpStreamSpec
+from .http_trigger import HttpTriggerNode, HttpTriggerSpec
 from .loop import LoopNode, LoopSpec
 from .map import MapNode, MapSpec
 from .pause import PauseNode, PauseSpec
@@ -44,6 +46,8 @@ _TYPES: tuple[tuple[type[NodeSpecBase], Callable[[Any], Any]], ...] = (
     (TunnelSpec, TunnelNode),
     (PauseSpec, PauseNode),
     (HookSpec, HookNode),
+    (HttpCallbackSpec, HttpCallbackNode),
+    (HttpTriggerSpec, HttpTriggerNode),
 )
 
 NODE_TYPES: dict[str, tuple[type[NodeSpecBase], Callable[[Any], Any]]] = {spec.type_name(): (spec, node) for spec, node in _TYPES}

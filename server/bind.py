@@ -11,6 +11,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from ..nodes.listener_base import ListenerSpecBase
+
+if TYPE_CHECKING:
+    from ..engine.graph import CompiledFlow
 
 
 def is_loopback(host: str) -> bool:
@@ -27,6 +34,20 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> str | None:
     if is_loopback(host) or api_key or insecure:
         return None
     return f"refusing to serve on {host} without an API key: set FLOWCTL_API_KEY (clients send `Authorization: Bearer <key>`) or pass --insecure"
+
+
+def listener_refusal(flow: CompiledFlow, insecure: bool, only: Iterable[str] | None = None, *, remedy: str = "or pass --insecure") -> str | None:
+    """Why a listener node (http-callback, http-trigger; of `only`, default all) may not bind
+    its host, or None. Its callers (an upstream calling back, a webhook) do not send
+    flowctl's API key, so a key does not cover it: beyond loopback it needs --insecure (a
+    tunnel reaches 127.0.0.1)."""
+    wanted = set(only) if only is not None else set(flow.nodes)
+    for node_id, node in flow.nodes.items():
+        spec = node.spec
+        if node_id in wanted and isinstance(spec, ListenerSpecBase) and not is_loopback(spec.host) and not insecure:
+            return (f"refusing to run {spec.type} listener '{node_id}' on {spec.host}: its callers do not send flowctl's API key; "
+                    f"give it `host: 127.0.0.1` (a tunnel in front reaches that) {remedy}")
+    return None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -58,4 +79,4 @@ def url_for(host: str, port: int, path: str = "") -> str:
     return f"http://{host}:{port}{path}"
 
 
-__all__ = ["bind_socket", "check_bind", "is_loopback", "url_for"]
+__all__ = ["bind_socket", "check_bind", "is_loopback", "listener_refusal", "url_for"]

@@ -25,6 +25,7 @@ model-compose does; the run goes on in the background until it is resumed.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request, Response, Router, get, post
@@ -139,6 +140,19 @@ def _output_response(record: RunRecord, output: Any) -> Response[Any]:
     return Response(json.dumps(body, ensure_ascii=False, default=str).encode(), status_code=status, media_type="application/json")
 
 
+def start_triggered_run(ctx: ServerContext, workflow_id: str | None, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Start a run for an http-trigger (a webhook), in the background like a run with
+    `wait_for_completion: false`: its `{"task_id", "run_id", "status"}`, as model-compose's
+    trigger answers. Raises the admission's error (unknown workflow, bad input, busy)."""
+    if workflow_id == DEFAULT_WORKFLOW_ALIAS and workflow_id not in ctx.host.flow.workflows:
+        workflow_id = None
+    run = ctx.host.prepare(workflow_id, inputs)
+    run_in_background(ctx.host, run, ctx.outputs, ctx.background)
+    answer = task_result(run.record)
+    del answer["output"]
+    return answer
+
+
 COMPAT_HANDLERS = [run_workflow, get_task, resume_task]
 
 
@@ -151,4 +165,4 @@ def compat_router(ctx: ServerContext, base_path: str) -> Router:
     )
 
 
-__all__ = ["COMPAT_HANDLERS", "compat_router", "task_result"]
+__all__ = ["COMPAT_HANDLERS", "compat_router", "start_triggered_run", "task_result"]

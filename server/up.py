@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -37,7 +38,7 @@ from ..nodes import proc
 from ..nodes.process_log import ProcessLog
 from . import console as console_module
 from .auth import ENV_VAR
-from .bind import bind_socket, check_bind
+from .bind import bind_socket, check_bind, listener_refusal
 from .console import Console, error, say
 from .options import Settings, UpOptions, resolve_settings
 from .pidfile import PidFile, UpRecord
@@ -51,7 +52,7 @@ def up(options: UpOptions) -> int:
     flow = load_flow(options.flow)  # a FlowError goes to the CLI: FILE:LINE:COL, exit 1
     settings = resolve_settings(flow.server, options)
     api_key = os.environ.get(ENV_VAR) or None
-    refused = check_bind(settings.host, api_key, options.insecure)
+    refused = check_bind(settings.host, api_key, options.insecure) or listener_refusal(flow, options.insecure)
     if refused:
         error(refused)
         return ExitCode.USAGE
@@ -111,7 +112,12 @@ class Up:
         self.sockets = sockets
         self.pidfile = pidfile
         self.console = console or Console(names=flow.services)
+        from .app import default_keepalive
+        from .routes_api import ServerContext
+
         self.host = FlowHost(flow, fixed_settings=self._fixed_settings, log=self.console.service)
+        #: what the routes are given; made before the services, which an http-trigger uses
+        self.ctx = ServerContext(host=self.host, keepalive=default_keepalive(), bind_host=settings.host)
         #: set by the first signal (or a server that died): stop serving
         self.stop = asyncio.Event()
         #: set by a second signal: skip the drain
@@ -155,7 +161,11 @@ class Up:
     async def start_services(self) -> int | None:
         """Start the services first; a signal meanwhile stops them again. An exit code when
         `up` ends here (a service failed, or it was told to stop), else None."""
+        from .routes_compat import start_triggered_run
+
         host = self.host
+        # an http-trigger's requests start runs as the API's background runs do
+        host.supervisor.start_run = functools.partial(start_triggered_run, self.ctx)
         loop = asyncio.get_running_loop()
         starting = loop.create_task(host.start(rebuild=self.options.build))
         stopping = loop.create_task(self.stop.wait())
@@ -179,13 +189,12 @@ class Up:
 
     async def start_servers(self) -> None:
         """Serve the API (and the UI), record where, and watch the flow file."""
-        from .app import create_app, default_keepalive
-        from .routes_api import ServerContext
+        from .app import create_app
         from .ui import create_ui_app
 
         loop = asyncio.get_running_loop()
         settings, sockets = self.settings, self.sockets
-        ctx = ServerContext(host=self.host, keepalive=default_keepalive(), bind_host=settings.host)
+        ctx = self.ctx
         api_sock = sockets[0]
 
         def read_timeout() -> float:

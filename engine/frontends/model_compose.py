@@ -11,6 +11,7 @@
     filter / for-each job                          <job>                 map
     delay job                                      <job>                 value (delay)
     a streamed workflow output                     <job>-output          sse-sink
+    listener (http-callback, http-trigger)         <listener>            http-callback / http-trigger (`model_compose_listener`)
     workflow                                       workflows.<id> (single, id-less: `__default__`)
     gateway (http-tunnel, ssh-tunnel)              <gateway>-<port>      tunnel (`model_compose_gateway`)
 
@@ -39,6 +40,7 @@ from .located import LoweredDocument
 from .model_compose_containers import lower_shell_container
 from .model_compose_gateway import lower_gateways
 from .model_compose_jobs import DEFAULT_WORKFLOW_ID, lower_workflows
+from .model_compose_listener import ListenerLowering
 from .model_compose_runtime import lower_docker_server, lower_virtualenv, runtime_of
 
 #: top-level keys that mark a file as model-compose (the native form has `nodes:`)
@@ -61,6 +63,7 @@ class _Lowering:
         self.components: dict[str, dict[str, Any]] = {}  # model-compose id -> what jobs need
         #: what `${gateway.port_<P>...}` (a rewritten `${gateway:P...}`) stands for (`model_compose_gateway`)
         self.gateway_sources: dict[tuple[Any, ...], Any] = {}
+        self.listeners = ListenerLowering(self)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -122,10 +125,12 @@ class _Lowering:
             self.controller(controller, native)
         else:
             native["server"] = {"base_path": "/", "ui_port": None}  # model-compose: routes at the root, no web UI
+        self.listeners.lower(data)
         for component_id, path, component in self.entries(data, "component", "components"):
             self.component(component_id, path, component)
         native["nodes"] = self.nodes
         native["workflows"] = self.workflows(data)
+        self.listeners.check_triggers(native["workflows"])
         if self.errors:
             raise FlowErrors(self.errors)
         return LoweredDocument(data=native, source=self.doc, origin=self.origin, form="model-compose")

@@ -219,12 +219,18 @@ def _request(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
             node[key] = wl.bind(spec[key], (*action_path, key), given)
             ok = ok and node[key] is not None and wl.check_native(node[key], (*action_path, key))
     streaming = node["stream_format"] is not None
+    if "completion" in spec:
+        ok = _completion(wl, node, spec["completion"], (*action_path, "completion"), given, fields) and ok
     if "output" in spec:
         action_output = wl.bind(spec["output"], (*action_path, "output"), given)
         if action_output is None or not wl.check_native(action_output, (*action_path, "output"), ("response", "response[]")):
             return None
         if not streaming and _reads_chunks(action_output):
             wl.error("an `output:` that reads `response[]` (one stream chunk) needs `stream_format: json` or `text`", (*action_path, "output"))
+            return None
+        if "completion" not in node and any(ref.source == "result" for ref in references_in(action_output)):
+            wl.error("`${result...}` is what a callback brings: this action has no `completion:`", (*action_path, "output"), key=True,
+                     hint="add `completion: {type: callback, wait_for: ...}` and a top-level `listener:`, or read the answer as `${response...}`")
             return None
     else:
         action_output = None
@@ -282,6 +288,32 @@ def absent_inputs_as_null(bound_input: Any, action: Any) -> Any:
     if set(bound_input) - read:
         return bound_input
     return {**bound_input, **dict.fromkeys(sorted(read - set(bound_input)))}
+
+
+def _completion(wl: WorkflowLowering, node: dict[str, Any], completion: Any, path: PathKey, given: dict[tuple[Any, ...], Any], fields: dict[Any, PathKey]) -> bool:
+    """An action's `completion: {type: callback, wait_for}` → the request's `completion:` on
+    the file's http-callback listener; the answer is then read whole. False after an error."""
+    wait_for = None
+    if isinstance(completion, dict) and completion.get("wait_for") is not None:
+        if any(ref.source in ("response", "response[]") for ref in references_in(completion["wait_for"], ANY_SOURCES)):
+            wl.error("flowctl waits for an identity known before the request is sent (so a callback that comes before the answer "
+                     "is not lost): `wait_for` cannot read `${response...}`", (*path, "wait_for"),
+                     hint="send the upstream an id to call back with, such as `task_id: ${context.run_id}`, and wait for that")
+            return False
+        wait_for = wl.bind(completion["wait_for"], (*path, "wait_for"), given)
+        if wait_for is None or not wl.check_native(wait_for, (*path, "wait_for")):
+            return False
+    lowered = wl.lw.listeners.completion(completion, path, wait_for)
+    if lowered is None:
+        return False
+    if node["stream_format"] is not None:
+        wl.error("an action with `completion:` reads its answer whole: remove `stream_format`", path)
+        return False
+    node["completion"] = lowered
+    fields["completion"] = path
+    if "wait_for" in lowered:
+        fields[("completion", "wait_for")] = (*path, "wait_for")
+    return True
 
 
 def _url(wl: WorkflowLowering, component: dict[str, Any], action_path: PathKey, spec: dict[str, Any]) -> tuple[str | None, PathKey]:

@@ -51,9 +51,9 @@ class Section:
 _RUNTIME_NATIVE = ("native", {"type": "native"})
 
 TOP = Section(
-    supported=frozenset({"controller", "component", "components", "workflow", "workflows", "gateway", "gateways"}),
+    supported=frozenset({"controller", "component", "components", "workflow", "workflows", "gateway", "gateways", "listener", "listeners"}),
     unsupported=frozenset({
-        "listener", "listeners", "logger", "loggers",
+        "logger", "loggers",
         "system", "systems", "tracer", "tracers",
     }),
 )
@@ -74,6 +74,31 @@ HTTP_ADAPTER = Section(
     noop_not_default=frozenset({"websocket"}),
 )
 HTTP_ADAPTER_TYPES = frozenset({"http-server", "mcp-server"})
+
+# model-compose's listeners (HttpCallbackListenerConfig, HttpTriggerListenerConfig): the
+# single-route form writes one route's keys on the listener itself. `bulk`/`item` (several
+# callbacks or runs in one request) are not lowered.
+_LISTENER_COMMON = Section(
+    # `id` names the node (default `listener`)
+    supported=frozenset({"id", "type", "host", "port", "base_path"}),
+    noop={"runtime": _RUNTIME_NATIVE, "max_concurrent_count": (0,), "bulk": (False,)},
+)
+CALLBACK_ROUTE = Section(
+    supported=frozenset({"path", "method", "identify_by", "result", "status", "success_when", "fail_when"}),
+    unsupported=frozenset({"item"}),
+    noop={"bulk": (False,)},
+)
+TRIGGER_ROUTE = Section(
+    supported=frozenset({"path", "method", "workflow", "input"}),
+    unsupported=frozenset({"item"}),
+    noop={"bulk": (False,)},
+)
+LISTENER_TYPES = {
+    "http-callback": _LISTENER_COMMON.with_keys(supported=CALLBACK_ROUTE.supported | {"callbacks"}, unsupported=CALLBACK_ROUTE.unsupported),
+    "http-trigger": _LISTENER_COMMON.with_keys(supported=TRIGGER_ROUTE.supported | {"triggers"}, unsupported=TRIGGER_ROUTE.unsupported),
+}
+#: an action's `completion: {type: callback}` (`timeout` is flowctl's: model-compose waits forever)
+CALLBACK_COMPLETION = Section(supported=frozenset({"type", "wait_for", "timeout"}), noop={"stream_format": (None,)})
 
 #: what to use instead of a controller (or adapter) type flowctl does not serve
 CONTROLLER_HINTS = {
@@ -123,8 +148,7 @@ MANAGE = Section(
 SCRIPTS = Section(supported=frozenset({"install", "build", "start"}), unsupported=frozenset({"clean"}))
 
 HTTP_SERVER_ACTION = Section(
-    supported=frozenset({"id", "default", "output", "path", "method", "headers", "body", "params", "stream_format"}),
-    unsupported=frozenset({"completion"}),
+    supported=frozenset({"id", "default", "output", "path", "method", "headers", "body", "params", "stream_format", "completion"}),
 )
 
 HTTP_CLIENT_ACTION = Section(
@@ -261,10 +285,7 @@ UNSUPPORTED_HINTS = {
             "component job this job routes to or reads",
     "interrupt": "flowctl pauses component jobs only: put the review on the component job this one leads to or follows",
     "condition": "flowctl pauses every time: put the check in an `if` job that routes to the job with the interrupt",
-    "listener": "flowctl's http calls take their answer from the response: call an endpoint that answers in it, or poll "
-                "for the result with a `loop` job",
 }
-UNSUPPORTED_HINTS["listeners"] = UNSUPPORTED_HINTS["listener"]
 
 
 def check_keys(data: Mapping[str, Any], path: PathKey, section: Section, where: str, errors: list[FlowError], locate: Locate) -> None:

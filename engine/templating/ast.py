@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from .types import TYPE_NAMES, TypeSpec
 
-SOURCES: Final[tuple[str, ...]] = ("input", "env", "nodes", "response", "response[]", "run", "request", "item", "index", "loop", "hook", "replica")
+SOURCES: Final[tuple[str, ...]] = ("input", "env", "nodes", "response", "response[]", "result", "run", "request", "item", "index", "loop", "hook", "replica")
 
 #: every type name a template may write after `as` (see `types.py` for subtypes and formats)
 TYPES: Final[tuple[str, ...]] = TYPE_NAMES

@@ -148,7 +148,7 @@ def test_graph_cli_prints_the_four_node_chain() -> None:
     [
         ("misspelt", ("  port: 8000\n", "  prot: 8000\n"), "prot: 8000", "unknown key 'prot' in component (http-server) (did you mean 'port'?)"),
         ("unsupported", ("    stream_format: json\n", "    stream_format: json\n    completion: {type: polling}\n"), "completion:",
-         "model-compose key 'completion' is not supported by flowctl yet"),
+         "completion type 'polling' is not supported by flowctl"),
         ("template", ("${input.prompt as text}", "${input.prompt as imgae}"), "as imgae", "bad template in node 'job': unknown type 'imgae' (did you mean 'image'?)"),
     ],
 )

@@ -4,7 +4,7 @@ A random-router's `session:` lowers onto a switch's `sticky:` draw, hashed exact
 model-compose hashes it, so a session lands on the same job under either engine; the
 session is the `session_id` a client sends with the run (`${context.session_id}`, natively
 `${run.session}`). model-compose's canary-rollout example runs through `flowctl up`.
-Interrupts on other than component jobs, listeners and the queue controller are refused at their line,
+Interrupts on other than component jobs and the queue controller are refused at their line,
 each naming what to use instead."""
 
 from __future__ import annotations
@@ -124,7 +124,6 @@ def test_the_canary_example_keeps_each_session_on_its_variant(flowctl_up: Any) -
 REFUSED = [
     ("workflow:\n  jobs:\n    - {id: wait, type: delay, duration: 1, interrupt: {before: true}}\n    - {id: run, component: c, depends_on: [wait]}\n",
      "interrupt:", "key 'interrupt'", "component jobs only"),
-    ("listener:\n  type: http-callback\nworkflow:\n  job: {component: c}\n", "listener:", "key 'listener'", "`loop` job"),
     ("controller:\n  adapter: {type: queue-subscriber, driver: redis}\nworkflow:\n  job: {component: c}\n", "queue-subscriber",
      "adapter type 'queue-subscriber' is not served", "POST each task"),
 ]

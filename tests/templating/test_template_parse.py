@@ -14,7 +14,7 @@ def ref(text: str) -> Reference:
 
 
 def test_public_vocabulary() -> None:
-    assert SOURCES == ("input", "env", "nodes", "response", "response[]", "run", "request", "item", "index", "loop", "hook", "replica")
+    assert SOURCES == ("input", "env", "nodes", "response", "response[]", "result", "run", "request", "item", "index", "loop", "hook", "replica")
     for name in ("text", "string", "number", "integer", "boolean", "json", "object", "list", "stream/text", "stream/json"):
         assert name in TYPES
 
