@@ -7,7 +7,11 @@ tunnel is up and stay up until stopped. Each test runs real processes: flowctl s
 stand-in, reads the public address from its output, and an http-client job sends it, in its
 body, to the stand-in HTTP API (`tests/servers/echo_http.py`), which echoes it back. Stopping
 flowctl (SIGTERM, or SIGKILL) leaves no tunnel running; a missing program and one that exits
-before its tunnel is up are errors that say so."""
+before its tunnel is up are errors that say so.
+
+End to end, model-compose's ngrok example runs under `flowctl up` with its callback
+listener: the stand-in ngrok relays a real TLS address (`STANDIN_RELAY`) to the listener's
+port, and the stand-in upstream (`tests/servers/callback_upstream.py`) calls back through it."""
 
 from __future__ import annotations
 
@@ -21,15 +25,17 @@ from typing import Any
 
 import httpx
 import pytest
+from supervision.supervision_support import MARK_ENV, marked
 from support.echo import EchoServer, echo_server
 from support.model_compose import FLOWCTL, assert_error_at, run, spec_of
-from support.paths import TESTS_DIR
+from support.paths import PYTHON, TESTS_DIR
 from support.procs import free_port
 from support.waiting import wait_until
 
 from flowctl.nodes.tunnel import TunnelSpec, plan
 
 STANDIN = TESTS_DIR / "servers" / "tunnel_standin.py"
+UPSTREAM = str(TESTS_DIR / "servers" / "callback_upstream.py")
 
 
 @pytest.fixture
@@ -280,3 +286,99 @@ def test_an_ssh_launch_from_its_resolved_templates() -> None:
         plan(spec, {"ssh": {"host": "relay", "user": "-oProxyCommand=touch /tmp/x"}})
     with pytest.raises(ValueError, match="not a port number"):
         plan(spec, {"ssh": {"host": "relay", "user": "me", "port": "twenty-two"}})
+
+
+# model-compose's gateway/http-tunnel/ngrok example as written, but for its ports (free ones),
+# the listener's host (127.0.0.1, not 0.0.0.0: the tunnel reaches it over loopback, so there
+# is no reason to open it to the network, and flowctl refuses 0.0.0.0 without --insecure) and
+# its component's `start:` (the stand-in upstream instead of the example's own uvicorn app)
+NGROK_EXAMPLE = """\
+controller:
+  type: http-server
+  port: {api}
+  base_path: /api
+  webui:
+    port: {ui}
+
+gateway:
+  type: http-tunnel
+  driver: ngrok
+  port:
+    - {listen}  # Expose local port {listen} via ngrok tunnel
+
+listener:
+  type: http-callback
+  host: 127.0.0.1
+  port: {listen}
+  path: /callback
+  identify_by: ${{body.task_id}}
+  result: ${{body.result}}
+
+workflow:
+  title: Ngrok HTTP Tunnel Gateway Example
+  description: Demonstrates using ngrok to expose local callback listener to external services
+  input: ${{input}}
+  output: ${{output}}
+
+component:
+  type: http-server
+  start: [ {python}, {upstream}, --port, "{port}" ]
+  port: {port}
+  action:
+    method: POST
+    path: /process
+    headers:
+      Content-Type: application/json
+    body:
+      data: ${{input.data}}
+      # Use gateway's public url for callback
+      callback_url: ${{gateway:{listen}.public_url}}/callback
+      task_id: ${{context.run_id}}
+    completion:
+      type: callback
+      wait_for: ${{context.run_id}}
+    output:
+      task_id: ${{response.task_id}}
+      result: ${{result as json}}
+"""
+
+
+def _certificate(tmp_path: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 and its key, in one PEM file."""
+    pem = tmp_path / "standin-tunnel.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(pem), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True, timeout=30)  # fmt: skip
+    pem.write_text(pem.read_text() + (tmp_path / "cert.pem").read_text())
+    return pem
+
+
+def test_the_ngrok_example_runs_its_callback_through_the_tunnel_and_stopping_leaves_no_process(
+    tmp_path: Path, tools: dict[str, str], flowctl_up: Any, mark: str
+) -> None:
+    api, ui, listen, port = free_port(), free_port(), free_port(), free_port()
+    text = NGROK_EXAMPLE.format(api=api, ui=ui, listen=listen, port=port, python=PYTHON, upstream=UPSTREAM)
+    pem = _certificate(tmp_path)
+    # the stand-in ngrok relays its public https://127.0.0.1:R to the listener's port; the
+    # upstream trusts its certificate; every process flowctl starts carries the mark
+    env = {**tools, "STANDIN_RELAY": str(pem), "SSL_CERT_FILE": str(pem), MARK_ENV: mark}
+    up = flowctl_up(text, env=env, api_port=api, ui_port=ui, timeout=60.0)
+    [start] = [entry for entry in starts(env) if "program" in entry]
+    tunnel = _services(up)[f"gateway-{listen}"]
+    assert tunnel["state"] == "ready" and tunnel["url"].startswith("https://127.0.0.1:"), tunnel
+
+    with up.client(timeout=30.0) as client:
+        reply = client.post("/workflows/__default__/runs", json={"input": {"data": "photo-1"}})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    # `${response.task_id}` from the upstream's answer, `${result}` from its callback
+    assert body["output"] == {"task_id": body["run_id"], "result": {"processed": "photo-1"}}, body
+    # ... which came in through the tunnel's public address, not straight to the listener
+    relayed = f"{tunnel['url'].removeprefix('https://')} -> 127.0.0.1:{listen}"
+    assert relayed in [entry.get("relayed") for entry in starts(env)], starts(env)
+
+    upstream = [proc.pid for proc in marked(mark) if UPSTREAM in proc.cmdline]
+    assert len(upstream) == 1 and alive(start["pid"]), marked(mark)
+    assert up.stop() == 0
+    gone(start["pid"])
+    wait_until(lambda: not marked(mark), timeout=15, message=lambda: f"outlived flowctl: {marked(mark)}")

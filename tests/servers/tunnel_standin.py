@@ -14,6 +14,12 @@ whether TUNNEL_TOKEN was in its environment (never its value). `STANDIN_FAIL=TEX
 print TEXT (to stderr) and exit 1 before any tunnel is up, as a program refused by its
 service does. The formats are the real programs' (ngrok's JSON log, cloudflared's boxed
 quick-tunnel URL on stderr, OpenSSH's `-v` debug lines on stderr).
+
+`STANDIN_RELAY=PEM` (a file with a certificate for 127.0.0.1 and its key) makes `ngrok` a
+tunnel that really carries traffic: it listens for TLS on a free port of 127.0.0.1, prints
+`https://127.0.0.1:THAT_PORT` as its public URL, and relays each connection, decrypted, to
+the exposed local port (one `{"relayed": ...}` line in `STANDIN_RECORD` per connection). A
+client reaches it by trusting PEM (`SSL_CERT_FILE=PEM`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import ssl
 import sys
+import threading
 import time
 
 STAMP = "2026-12-02T19:00:00Z"
@@ -33,15 +42,59 @@ def say(line: str, *, err: bool = False) -> None:
     stream.flush()
 
 
+def record(entry: dict[str, object]) -> None:
+    path = os.environ.get("STANDIN_RECORD")
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps(entry) + "\n")
+
+
+def pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def relay(pem: str, local_port: int) -> str:
+    """A TLS endpoint on 127.0.0.1 relaying to `local_port`, as the real tunnel's public
+    address does; its URL."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            client, _ = listener.accept()
+            client.settimeout(10)  # a handshake that never comes does not hold the relay up
+            try:
+                public = context.wrap_socket(client, server_side=True)
+                local = socket.create_connection(("127.0.0.1", local_port), timeout=10)
+            except OSError as exc:
+                say(f"relay: {exc}", err=True)
+                client.close()
+                continue
+            record({"relayed": f"127.0.0.1:{listener.getsockname()[1]} -> 127.0.0.1:{local_port}"})
+            threading.Thread(target=pump, args=(public, local), daemon=True).start()
+            threading.Thread(target=pump, args=(local, public), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"https://127.0.0.1:{listener.getsockname()[1]}"
+
+
 def ngrok(args: list[str]) -> None:
     addr = args[1] if len(args) > 1 else "80"
     port = addr.rsplit(":", 1)[-1]
+    pem = os.environ.get("STANDIN_RELAY")
+    url = relay(pem, int(port)) if pem else f"https://standin-{port}.ngrok-free.app"
     for record in (
         {"lvl": "info", "msg": "no configuration paths supplied", "t": STAMP},
         {"addr": "127.0.0.1:4040", "lvl": "info", "msg": "starting web service", "obj": "web", "t": STAMP},
         {"lvl": "info", "msg": "tunnel session started", "obj": "tunnels.session", "t": STAMP},
         {"addr": f"http://{addr}", "lvl": "info", "msg": "started tunnel", "name": "command_line", "obj": "tunnels", "t": STAMP,
-         "url": f"https://standin-{port}.ngrok-free.app"},
+         "url": url},
     ):  # fmt: skip
         say(json.dumps(record, separators=(",", ":")))
 
@@ -82,10 +135,7 @@ def ssh(args: list[str]) -> None:
 def main() -> None:
     program = os.path.basename(sys.argv[0])
     args = sys.argv[1:]
-    record = os.environ.get("STANDIN_RECORD")
-    if record:
-        with open(record, "a") as out:
-            out.write(json.dumps({"program": program, "argv": args, "pid": os.getpid(), "token_in_env": "TUNNEL_TOKEN" in os.environ}) + "\n")
+    record({"program": program, "argv": args, "pid": os.getpid(), "token_in_env": "TUNNEL_TOKEN" in os.environ})
     failure = os.environ.get("STANDIN_FAIL")
     if failure:
         say(failure, err=True)
