@@ -119,7 +119,8 @@ def run_workflow(
     `inputs` must already be validated and cast. Close the iterator to stop the run.
     `on_usage` hears each node's token counts, when its upstream reports them; `pools` are
     the running services' balancing pools (http-stream's `service:`), `callbacks` the running
-    callback listeners' waits (http-stream's `completion:`)."""
+    callback listeners' waits (http-stream's `completion:`), `pause` how a pause node waits
+    for its answer (None: nobody can answer, as under `flowctl run`)."""
     run = WorkflowRun(flow, workflow, inputs, run_id=run_id, http=http, service_outputs=service_outputs, events=events, on_usage=on_usage, session=session, pools=pools, callbacks=callbacks, pause=pause)
     return run.chunks_with_events() if events else run.chunks()
 
