@@ -36,11 +36,6 @@ if TYPE_CHECKING:
     from .model_compose import _Lowering
     from .model_compose_jobs import WorkflowLowering
 
-#: programs that run their `-c`/`-e` argument as code: a request value must never be in it
-_CODE_FLAGS = {"sh": "-c", "bash": "-c", "zsh": "-c", "dash": "-c", "ksh": "-c", "fish": "-c",
-               "python": "-c", "python3": "-c", "node": "-e", "perl": "-e", "ruby": "-e"}  # fmt: skip
-
-
 #: a lowered node: its native dict, where it came from, and field origins
 Built = tuple[dict[str, Any], PathKey, dict[Any, PathKey]]
 
@@ -384,7 +379,8 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     argv = safe_argv
     fields: dict[Any, PathKey] = {"argv": command_path, "needs": (*job.path, "component") if "component" in job.data else job.path}
     # arguments moved out of a script are located at the script
-    fields.update({("argv", index): (*command_path, index if index < written else _script_index(argv))
+    script_at = shell.code_index(argv)
+    fields.update({("argv", index): (*command_path, index if index < written or script_at is None else script_at)
                    for index in range(len(argv))})
     node: dict[str, Any] = {"type": "command", "needs": upstream, "argv": argv}
     if spec.get("stdin") is not None:
@@ -438,22 +434,13 @@ def _command(wl: WorkflowLowering, job: Job, component: dict[str, Any], action_p
     return node, action_path, fields
 
 
-def _script_index(argv: list[str]) -> int:
-    """Where the code of `[program, -c, CODE, ...]` is, or len(argv) when there is none."""
-    program = posixpath.basename(argv[0]) if argv else ""
-    flag = _CODE_FLAGS.get(program)
-    if flag is None or flag not in argv[1:]:
-        return len(argv)
-    return argv.index(flag, 1) + 1
-
-
 def _without_answers_in_code(wl: WorkflowLowering, job: Job, argv: list[str]) -> list[str]:
     """A before-pause's answer replaces the job's input; where that input is written into
     shell code, the answer (request data) would be parsed as code. There the command reads
     the input as the job got it (its per-run values then passed as arguments) and the pause
     takes no answer, saying why."""
-    index = _script_index(argv)
-    if job.paused_before is None or index >= len(argv):
+    index = shell.code_index(argv)
+    if job.paused_before is None or index is None:
         return argv
     node_id = job.paused_before[0]
     if not any(ref.dotted.startswith(f"nodes.{node_id}.") or ref.dotted == f"nodes.{node_id}" for ref in references_in(argv[index])):
@@ -470,8 +457,8 @@ def _code_free_argv(wl: WorkflowLowering, argv: list[str], command_path: PathKey
     a per-run value inside that code: request data would become shell or program syntax. A
     shell's script gets each such value as a positional parameter instead (`shell_arguments`);
     any other program's code is refused. None when an error was reported."""
-    index = _script_index(argv)
-    if index >= len(argv):
+    index = shell.code_index(argv)
+    if index is None:
         return argv
     program = posixpath.basename(argv[0])
     runtime = [ref for ref in references_in(argv[index]) if ref.source in shell.RUNTIME_SOURCES]

@@ -31,6 +31,7 @@ default). A script that does not compile, or defines no `hook`, is an error at l
 from __future__ import annotations
 
 import ast
+import posixpath
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowError, Location
@@ -125,7 +126,7 @@ def _code_from_hook(wl: WorkflowLowering, job: Job, node: dict[str, Any], bound_
     would reach the shell as code through them: such values become the shell's positional
     parameters (`shell_arguments`) before the hooks see the code. False after an error."""
     argv: list[str] = node["argv"]
-    index = shell.code_index(argv)
+    index = shell.code_index(argv) if posixpath.basename(argv[0]) in shell.SHELLS else None
     ref = shell.whole_reference(argv[index]) if index is not None else None
     if index is None or ref is None or ref.source != "hook":
         return True

@@ -35,6 +35,9 @@ from ..templating.rewrite import escape, unparse
 
 #: shells whose `-c` code takes positional parameters after it (`$0` first)
 SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
+#: programs that run their `-c`/`-e` argument as code: a request value must never be in it
+CODE_FLAGS = {"sh": "-c", "bash": "-c", "zsh": "-c", "dash": "-c", "ksh": "-c", "fish": "-c",
+              "python": "-c", "python3": "-c", "node": "-e", "perl": "-e", "ruby": "-e"}  # fmt: skip
 #: the sources whose values change from run to run (request data, upstream outputs)
 RUNTIME_SOURCES = ("input", "nodes", "run", "item", "index", "loop", "hook")
 #: commands that run (or hand on) their arguments as code or as a program: a value passed to
@@ -210,10 +213,12 @@ def as_positional(code: str, taken: int, runtime_sources: Sequence[str] = RUNTIM
 
 
 def code_index(argv: Sequence[str]) -> int | None:
-    """Where the code is in `[sh, ..., -c, CODE, ...]`; None for any other command."""
-    if not argv or posixpath.basename(argv[0]) not in SHELLS or "-c" not in argv[1:]:
+    """Where the code is in `[PROGRAM, ..., FLAG, CODE, ...]` for a program that runs its
+    `-c`/`-e` argument as code (`sh -c`, `python3 -c`, `node -e`); None for any other command."""
+    flag = CODE_FLAGS.get(posixpath.basename(argv[0])) if argv else None
+    if flag is None or flag not in argv[1:]:
         return None
-    index = list(argv).index("-c", 1) + 1
+    index = list(argv).index(flag, 1) + 1
     return index if index < len(argv) else None
 
 
@@ -237,4 +242,4 @@ def with_parameters(argv: list[str], index: int, values: list[str]) -> list[str]
     return [*argv, *zero, *values]
 
 
-__all__ = ["RUNTIME_SOURCES", "SHELLS", "NotAnArgument", "as_positional", "code_index", "taken_parameters", "whole_reference", "with_parameters"]
+__all__ = ["CODE_FLAGS", "RUNTIME_SOURCES", "SHELLS", "NotAnArgument", "as_positional", "code_index", "taken_parameters", "whole_reference", "with_parameters"]
