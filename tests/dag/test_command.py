@@ -51,7 +51,10 @@ async def test_stdout_lines_stream_to_the_client_as_they_are_written(tmp_path: P
     script = (
         "import os, time\n"
         "print('line 0', flush=True)\n"
-        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "deadline = time.monotonic() + 30\n"
+        f"while not os.path.exists({str(go)!r}):\n"
+        "    if time.monotonic() > deadline: raise SystemExit('the test never said go')\n"
+        "    time.sleep(0.01)\n"
         "print('line 1')\nprint('line 2', end='')\n"
     )
     flow = load_flow_text(f"""
